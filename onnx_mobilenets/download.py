@@ -1,0 +1,258 @@
+"""The one downloader: cache folder, checksums, atomic writes, offline mode, mirrors, safe extraction.
+
+Used for official TF-slim checkpoints (conversion) and published ONNX artifacts (runtime); it needs
+nothing beyond the standard library.
+
+Environment:
+- ``ONNX_MOBILENETS_HOME``: cache folder (default ``$XDG_CACHE_HOME/onnx_mobilenets`` or
+  ``~/.cache/onnx_mobilenets``).
+- ``ONNX_MOBILENETS_OFFLINE=1``: never touch the network; a file missing from the cache is an error.
+- ``ONNX_MOBILENETS_MIRROR``: a base URL or a local folder holding the official file names, used
+  instead of the official host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+from .errors import ChecksumError, DownloadError, OfflineError, UnsafeArchiveError
+
+__all__ = [
+    "cache_dir",
+    "is_offline",
+    "fetch",
+    "sha256_of",
+    "safe_extract",
+]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60  # per socket operation: a stalled server fails instead of hanging forever
+_SHA_SUFFIX = ".sha256"  # sidecar recording the hash of a file the catalogue has no checksum for
+
+
+def cache_dir() -> Path:
+    """The cache folder (not created here)."""
+    home = os.environ.get("ONNX_MOBILENETS_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "onnx_mobilenets"
+
+
+def is_offline() -> bool:
+    return os.environ.get("ONNX_MOBILENETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(
+    url: str,
+    sha256: Optional[str] = None,
+    *,
+    subdir: str = "checkpoints",
+    filename: Optional[str] = None,
+    mirror: Optional[str] = None,
+    progress: Optional[bool] = None,
+) -> Path:
+    """Return the cached copy of `url`, downloading it first if needed.
+
+    The file is verified against `sha256` after download and on every reuse. Without a known
+    checksum the file's hash is recorded next to it on download (and checked on reuse, which catches
+    corruption but cannot prove authenticity), and a warning says it could not be verified.
+    Downloads go to a temporary file that is renamed into place only once complete and verified, so
+    no failure leaves a partial file in the cache.
+
+    `mirror` (or ``ONNX_MOBILENETS_MIRROR``) is a base URL or a local folder holding the official
+    file names. `progress` shows a progress bar on stderr; by default only when it is a terminal.
+    """
+    filename = filename or url.rsplit("/", 1)[-1]
+    if not filename or "/" in filename or filename in (".", ".."):
+        raise ValueError(f"cannot derive a cache file name from URL {url!r}")
+    target = cache_dir() / subdir / filename
+
+    if target.is_file():
+        if _cached_copy_is_valid(target, sha256):
+            logger.debug("using cached %s", target)
+            return target
+        logger.warning("cached %s does not match its checksum; removing it and downloading again", target)
+        _remove_quietly(target)
+        _remove_quietly(_sidecar(target))
+
+    if is_offline():
+        raise OfflineError(
+            f"{filename} is not in the cache ({target}) and ONNX_MOBILENETS_OFFLINE=1 forbids downloading it "
+            f"from {url}. Unset ONNX_MOBILENETS_OFFLINE, put the file at {target}, or point "
+            f"ONNX_MOBILENETS_MIRROR at a folder that holds it."
+        )
+
+    mirror = mirror if mirror is not None else os.environ.get("ONNX_MOBILENETS_MIRROR") or None
+    source = _mirror_source(mirror, filename) if mirror else url
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            actual = _copy_from_source(source, out, filename, progress)
+        if sha256 is not None and actual != sha256.lower():
+            raise ChecksumError(
+                f"SHA-256 mismatch for {filename} from {source}: expected {sha256}, got {actual}. "
+                f"The download is corrupt or not the official file; nothing was cached."
+            )
+        if sha256 is None:
+            _sidecar(target).write_text(actual + "\n")
+            logger.warning(
+                "%s has no published checksum, so it could not be verified; recorded its SHA-256 %s in %s",
+                filename, actual, _sidecar(target),
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return target
+
+
+def _cached_copy_is_valid(path: Path, sha256: Optional[str]) -> bool:
+    expected = sha256
+    if expected is None:
+        sidecar = _sidecar(path)
+        if not sidecar.is_file():
+            # A file placed in the cache by hand: record what we found and say it is unverified.
+            actual = sha256_of(path)
+            sidecar.write_text(actual + "\n")
+            logger.warning("%s has no published checksum and could not be verified (SHA-256 %s)", path, actual)
+            return True
+        expected = sidecar.read_text().strip()
+    return sha256_of(path) == expected.lower()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + _SHA_SUFFIX)
+
+
+def _mirror_source(mirror: str, filename: str) -> str:
+    if "://" in mirror:
+        return mirror.rstrip("/") + "/" + filename
+    folder = Path(mirror).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mirror folder {folder} does not exist")
+    return str(folder / filename)
+
+
+def _copy_from_source(source: str, out, filename: str, progress: Optional[bool]) -> str:
+    """Stream `source` (URL or local path) into `out`; return the SHA-256 of what was written."""
+    if "://" not in source:
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"{filename} is not in the mirror folder (looked for {source})")
+        with open(source, "rb") as f:
+            return _stream(f, out, None, filename, progress)
+    try:
+        request = urllib.request.Request(source, headers={"User-Agent": "onnx-mobilenets"})
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            return _stream(response, out, total, filename, progress)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"downloading {source} failed: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError, EOFError) as e:
+        if isinstance(e, DownloadError):
+            raise
+        raise DownloadError(f"downloading {source} failed: {e}") from e
+
+
+def _stream(src, out, total: Optional[int], filename: str, progress: Optional[bool]) -> str:
+    show = sys.stderr.isatty() if progress is None else progress
+    digest = hashlib.sha256()
+    done = 0
+    while True:
+        chunk = src.read(_CHUNK)
+        if not chunk:
+            break
+        out.write(chunk)
+        digest.update(chunk)
+        done += len(chunk)
+        if show:
+            _draw_progress(filename, done, total)
+    if show:
+        sys.stderr.write("\n")
+    if total is not None and done != total:
+        raise DownloadError(f"{filename}: connection closed after {done} of {total} bytes")
+    return digest.hexdigest()
+
+
+def _draw_progress(filename: str, done: int, total: Optional[int]) -> None:
+    if total:
+        width = 30
+        filled = int(width * done / total)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{filename} [{bar}] {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+    else:
+        sys.stderr.write(f"\r{filename} {done / 1e6:.1f} MB")
+    sys.stderr.flush()
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def safe_extract(archive: Path, destination: Path) -> Path:
+    """Extract a tar archive into `destination`, atomically; return `destination`.
+
+    Members with absolute paths or ``..``, links, devices and other non-regular files are rejected
+    before anything is written. Extraction happens in a temporary sibling folder that is renamed
+    into place, so a failure leaves no half-extracted folder.
+    """
+    archive = Path(archive)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} does not exist")
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise UnsafeArchiveError(f"{archive} is not a readable tar archive: {e}") from e
+    with tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_member(archive, member)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+        try:
+            tar.extractall(tmp, members=members, filter="data")
+            if destination.exists():
+                shutil.rmtree(destination)
+            os.replace(tmp, destination)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return destination
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside the extraction folder")
+    if member.issym() or member.islnk():
+        raise UnsafeArchiveError(f"{archive}: member {name!r} is a link (to {member.linkname!r}); links are not accepted")
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} is a device, FIFO or other special file")

@@ -1,0 +1,65 @@
+"""Shared test set-up: fixtures location, an isolated cache, and the expected-top-5 check."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_NAMES = ("mobilenet_v1_0.25_128", "mobilenet_v2_1.0_224")
+IMAGES = ("elephant.jpg", "cheetah.jpg")
+PROBABILITY_TOLERANCE = 0.02
+
+
+def fixtures_dir() -> Path:
+    """ONNX_MOBILENETS_FIXTURES, else ../shared/fixtures beside the repository root."""
+    path = Path(os.environ.get("ONNX_MOBILENETS_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+    if not (path / "expected.json").is_file():
+        # Fail, never skip: the fixtures are part of every test environment (CI has them).
+        pytest.fail(f"test fixtures not found at {path}; set ONNX_MOBILENETS_FIXTURES")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return fixtures_dir()
+
+
+@pytest.fixture(scope="session")
+def expected(fixtures) -> dict:
+    return json.loads((fixtures / "expected.json").read_text())["results"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty cache and no mirror/offline settings from the environment."""
+    monkeypatch.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("ONNX_MOBILENETS_OFFLINE", raising=False)
+    monkeypatch.delenv("ONNX_MOBILENETS_MIRROR", raising=False)
+    monkeypatch.delenv("ONNX_MOBILENETS_ARTIFACTS_URL", raising=False)
+
+
+def assert_top5_matches(probabilities, expected_top5, tol=PROBABILITY_TOLERANCE):
+    """Our top-5 equals the expected one, within `tol`; classes whose expected probabilities are
+    within `tol` of each other may swap places."""
+    probabilities = np.asarray(probabilities)
+    assert probabilities.shape == (1000,), probabilities.shape
+    expected_prob = {e["class_index"]: e["probability"] for e in expected_top5}
+    ours = [int(i) for i in np.argsort(-probabilities)[:5]]
+    for rank, entry in enumerate(expected_top5):
+        got = ours[rank]
+        swap_ok = got in expected_prob and abs(expected_prob[got] - entry["probability"]) <= tol
+        assert got == entry["class_index"] or swap_ok, (
+            f"rank {rank}: got class {got}, expected {entry['class_index']} ({entry['label']}); "
+            f"our top-5 {ours}"
+        )
+        assert abs(probabilities[entry["class_index"]] - entry["probability"]) <= tol, (
+            f"class {entry['class_index']} ({entry['label']}): probability "
+            f"{probabilities[entry['class_index']]:.5f}, expected {entry['probability']}"
+        )

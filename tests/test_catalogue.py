@@ -1,0 +1,67 @@
+import subprocess
+import sys
+
+import pytest
+
+from onnx_mobilenets import ALIASES, get_variant, list_variants
+
+
+def test_catalogue_holds_every_published_variant_once():
+    variants = list_variants()
+    assert len(variants) == 38
+    assert len(list_variants("v1")) == 16 and len(list_variants("v2")) == 22
+    assert len({v.name for v in variants}) == 38
+    v1 = {(v.alpha, v.resolution) for v in list_variants("v1")}
+    assert v1 == {(a, r) for a in (1.0, 0.75, 0.5, 0.25) for r in (224, 192, 160, 128)}
+    v2 = {(v.alpha, v.resolution) for v in list_variants("v2")}
+    assert v2 == {(a, r) for a in (1.0, 0.75, 0.5, 0.35) for r in (224, 192, 160, 128, 96)} | {(1.4, 224), (1.3, 224)}
+
+
+def test_variant_fields_follow_the_slim_release():
+    v = get_variant("mobilenet_v2_1.4_224")
+    assert (v.family, v.alpha, v.resolution) == ("v2", 1.4, 224)
+    assert v.checkpoint_url == "https://storage.googleapis.com/mobilenet_v2/checkpoints/mobilenet_v2_1.4_224.tgz"
+    assert v.checkpoint_sha256 == "a20d0c8d698502dc6a620528871c97a588885df7737556243a3412b39fce85e0"
+    assert (v.top1, v.top5, v.macs_millions, v.params_millions) == (75.0, 92.5, 582, 6.06)
+    v = get_variant("mobilenet_v1_0.25_128")
+    assert v.checkpoint_url.endswith("/mobilenet_v1_2018_08_02/mobilenet_v1_0.25_128.tgz")
+    assert v.checkpoint_filename == "mobilenet_v1_0.25_128.tgz"
+    assert get_variant("mobilenet_v1_0.75_160").checkpoint_sha256 is None  # none published: never invented
+    assert sum(v.checkpoint_sha256 is not None for v in list_variants()) == 6
+
+
+def test_aliases():
+    assert ALIASES == {"v1": "mobilenet_v1_1.0_224", "v2": "mobilenet_v2_1.0_224"}
+    assert get_variant("v1") is get_variant("mobilenet_v1_1.0_224")
+    assert get_variant("v2").name == "mobilenet_v2_1.0_224"
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match="mobilenet_v2_1.0_224") as info:
+        get_variant("mobilenet_v2_1.0_225")
+    assert "unknown MobileNet variant 'mobilenet_v2_1.0_225'" in str(info.value)
+    with pytest.raises(ValueError, match="unknown"):
+        get_variant("resnet50")
+    with pytest.raises(ValueError, match="family"):
+        list_variants("v3")
+
+
+def test_import_works_without_tensorflow():
+    """`import onnx_mobilenets` must not need (or load) TensorFlow, tf2onnx or onnx."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import onnx_mobilenets\n"
+        "from onnx_mobilenets import get_variant, list_variants\n"
+        "assert len(list_variants()) == 38\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras')]\n"
+        "assert not heavy, heavy\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
