@@ -57,14 +57,26 @@ def _bn_relu6(x, scope: str, relu6: bool):
     return x
 
 
+@keras.saving.register_keras_serializable(package="onnx_mobilenets")
+class SpatialSqueeze(layers.Layer):
+    """slim's SpatialSqueeze: (N, 1, 1, C) -> (N, C). Squeezing only axes 1 and 2 keeps a batch of 1,
+    and unlike Flatten (a reshape to a runtime-computed shape) it converts to a single ONNX op
+    whose output keeps the symbolic batch dimension."""
+
+    def call(self, inputs):
+        return keras.ops.squeeze(inputs, axis=(1, 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3])
+
+
 def head(x, net: str, include_top: bool, pooling, classes: int, dropout_rate: float, classifier_activation):
     """Global pool, dropout and the 1x1-conv logits (slim's head), or the pooling Keras offers."""
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name=layer_name(f"{net}/Logits/AvgPool"))(x)
         x = layers.Dropout(dropout_rate, name=layer_name(f"{net}/Logits/Dropout"))(x)
         x = layers.Conv2D(classes, 1, padding="same", use_bias=True, name=layer_name(f"{net}/{LOGITS_SCOPE}"))(x)
-        # Flatten rather than a squeeze: the batch may be 1 and must stay symbolic.
-        x = layers.Flatten(name=layer_name(f"{net}/Logits/SpatialSqueeze"))(x)
+        x = SpatialSqueeze(name=layer_name(f"{net}/Logits/SpatialSqueeze"))(x)
         if classifier_activation is not None:
             x = layers.Activation(classifier_activation, name=layer_name(f"{net}/Predictions"))(x)
     elif pooling == "avg":

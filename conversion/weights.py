@@ -25,3 +25,32 @@ def catalogue_variant_for(weights, family: str, alpha: float):
     if variant.alpha != alpha:
         raise ValueError(f"weights {weights!r} need alpha={variant.alpha}, got alpha={alpha}")
     return variant
+
+
+def randomize_weights(model, seed: int = 0) -> None:
+    """Give `model` untrained but realistically scaled weights, deterministic in `seed`.
+
+    Keras' fresh BatchNorm (identity statistics) and Glorot kernels make near-uniform outputs that
+    hide numeric differences. Here: He-scaled kernels and non-trivial BatchNorm statistics, with
+    gammas below 1 so activations stay O(1) through 17 blocks instead of growing (which would make
+    float32 round-off larger than in any trained network), and a wider logits layer so the
+    outputs are spread like a trained classifier's (logits of a few units, distinct top-1).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        shape = tuple(weight.shape)
+        if weight.name == "kernel":
+            # Conv2D kernel (kh, kw, in, out); DepthwiseConv2D kernel (kh, kw, in, multiplier).
+            depthwise = "depthwise" in weight.path
+            fan_in = shape[0] * shape[1] * (1 if depthwise else shape[2])
+            gain = 3.0 if "Logits" in weight.path else 1.0
+            value = rng.normal(0.0, gain * np.sqrt(2.0 / fan_in), shape)
+        elif weight.name == "gamma":
+            value = rng.uniform(0.5, 1.0, shape)
+        elif weight.name == "moving_variance":
+            value = rng.uniform(0.5, 1.5, shape)
+        else:  # beta, moving_mean, bias
+            value = rng.normal(0.0, 0.1, shape)
+        weight.assign(value.astype("float32"))

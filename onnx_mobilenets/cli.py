@@ -18,6 +18,64 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    try:
+        from .conversion.convert import convert_variant
+        from .conversion.export import DEFAULT_OPSET
+    except ImportError as e:
+        raise SystemExit(f"error: conversion needs the [convert] extra: pip install 'onnx-mobilenets[convert]' ({e})")
+    if args.all == bool(args.names):
+        raise ValueError("name one or more variants, or pass --all")
+    if args.all and args.checkpoint:
+        raise ValueError("--checkpoint names one variant's weights; it cannot be used with --all")
+    if args.checkpoint and len(args.names) != 1:
+        raise ValueError("--checkpoint goes with exactly one variant name")
+    names = [v.name for v in catalogue.list_variants()] if args.all else [catalogue.get_variant(n).name for n in args.names]
+    images = _parity_images(args.parity_image, names) if args.parity_image else None
+    opset = args.opset or DEFAULT_OPSET
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name}: converting (opset {opset}"
+              f"{', random weights' if args.random_weights else ''})...", flush=True)
+        report = convert_variant(
+            name, args.output, checkpoint=args.checkpoint, random_weights=args.random_weights, opset=opset,
+            weights_source=args.weights_source, logits=args.logits, nchw=args.nchw,
+            images=images[name] if images else None,
+        )
+        census = ", ".join(f"{op} {n}" for op, n in report.census.items())
+        parity = report.parity
+        print(f"    wrote {report.path} ({report.size / 1e6:.1f} MB, sha256 {report.sha256[:12]}...)")
+        print(f"    gates passed: max |dp| {parity['max_abs_diff_probabilities']:.2e}, max |dlogit| "
+              f"{parity['max_abs_diff_logits']:.2e}, top-1 agreement {parity['top1_agreement']:.0%} "
+              f"on {parity['inputs']} inputs")
+        print(f"    nodes: {census}", flush=True)
+        _release_tensorflow_memory()
+    if args.random_weights:
+        print("NOTE: these artifacts carry UNTRAINED RANDOM WEIGHTS (tests and benchmarks only).")
+    return 0
+
+
+def _release_tensorflow_memory() -> None:
+    """Forget the Keras graphs of the last model, so `--all` runs in constant memory."""
+    import keras
+
+    keras.backend.clear_session()
+
+
+def _parity_images(paths, names):
+    """Real images, preprocessed for each variant's resolution, for the parity gate."""
+    import numpy as np
+    from PIL import Image
+
+    from .runtime.preprocessing import image_to_array
+
+    images = [Image.open(p).convert("RGB") for p in paths]
+    return {
+        name: np.stack([image_to_array(im, catalogue.get_variant(name).resolution, catalogue.SLIM_EVAL_PREPROCESSING)
+                        for im in images])
+        for name in names
+    }
+
+
 def _print_table(rows) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -34,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("list", help="show the catalogue of published variants")
     p.add_argument("--family", choices=("v1", "v2"))
     p.set_defaults(run=_cmd_list)
+
+    p = commands.add_parser("convert", help="convert TF-slim checkpoints into validated ONNX files")
+    p.add_argument("names", nargs="*", metavar="NAME", help="catalogue names or aliases (v1, v2)")
+    p.add_argument("--all", action="store_true", help="every catalogue variant")
+    p.add_argument("--checkpoint", help="local slim checkpoint (tarball, folder or prefix) instead of the official one")
+    p.add_argument("--output", default="artifacts", help="output folder (default: artifacts)")
+    p.add_argument("--opset", type=int, help="ONNX opset, 13..18 (default 17)")
+    p.add_argument("--weights-source", choices=("ema", "raw"), default="ema")
+    p.add_argument("--logits", action="store_true", help="output logits instead of probabilities")
+    p.add_argument("--nchw", action="store_true", help="take NCHW input instead of NHWC")
+    p.add_argument("--random-weights", action="store_true", help="untrained weights (benchmarks, tests)")
+    p.add_argument("--parity-image", action="append", metavar="FILE", help="real image for the parity gate (repeatable)")
+    p.set_defaults(run=_cmd_convert)
     return parser
 
 

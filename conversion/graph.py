@@ -1,0 +1,143 @@
+"""Clean-up passes over the ONNX graph that tf2onnx produces.
+
+tf2onnx folds most BatchNorms into the preceding Conv, but leaves the scale of those after a
+depthwise conv as a separate Mul; at opset 18 it writes the global pool as ReduceMean followed by a
+Reshape to ``[-1, C, 1, 1]`` (which loses the symbolic batch name). These passes fold per-channel
+Mul/Add constants into the Conv weights and bias, turn the spatial mean into GlobalAveragePool and
+drop the no-op Reshape after it. Each pass is exact; the parity gate checks the result anyway.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def simplify(proto) -> None:
+    """Apply every pass in place, then drop initializers nothing uses any more."""
+    _fold_affine_into_conv(proto)
+    _spatial_mean_to_global_pool(proto)
+    _drop_noop_reshapes(proto)
+    _drop_unused_initializers(proto)
+
+
+def _consumers(graph) -> dict:
+    users = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return users
+
+
+def _initializers(graph) -> dict:
+    return {init.name: init for init in graph.initializer}
+
+
+def _replace_uses(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+
+
+def _per_channel(value: np.ndarray, channels: int):
+    """`value` as a (channels,) vector if it broadcasts per output channel of an NCHW Conv, else None."""
+    if value.size == 1:
+        return np.full(channels, value.reshape(()), dtype=np.float32)
+    squeezed = value.reshape(-1)
+    # (channels,) alone would broadcast along W, not along channels: not per-channel.
+    expected = {(channels, 1, 1), (1, channels, 1, 1)}
+    return squeezed.astype(np.float32) if value.shape in expected else None
+
+
+def _fold_affine_into_conv(proto) -> None:
+    """Conv -> Mul(c) -> Add(c) with per-channel constants becomes one Conv with scaled weights and bias."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    outputs = {o.name for o in graph.output}
+    changed = True
+    while changed:
+        changed = False
+        users = _consumers(graph)
+        inits = _initializers(graph)
+        for conv in graph.node:
+            if conv.op_type != "Conv" or conv.output[0] in outputs or conv.input[1] not in inits:
+                continue
+            follow = users.get(conv.output[0], [])
+            if len(follow) != 1 or follow[0].op_type not in ("Mul", "Add"):
+                continue
+            op = follow[0]
+            other = op.input[1] if op.input[0] == conv.output[0] else op.input[0]
+            if other not in inits or op.output[0] in outputs:
+                continue
+            weight = numpy_helper.to_array(inits[conv.input[1]])
+            channels = weight.shape[0]
+            vector = _per_channel(numpy_helper.to_array(inits[other]), channels)
+            if vector is None:
+                continue
+            bias = numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 else np.zeros(channels, np.float32)
+            if op.op_type == "Mul":
+                weight = weight * vector.reshape(-1, *([1] * (weight.ndim - 1)))
+                bias = bias * vector
+            else:
+                bias = bias + vector
+            # Named after the folded op's output, which is unique in the graph.
+            w_name, b_name = f"{op.output[0]}/folded_W", f"{op.output[0]}/folded_B"
+            graph.initializer.extend([
+                numpy_helper.from_array(weight.astype(np.float32), w_name),
+                numpy_helper.from_array(bias.astype(np.float32), b_name),
+            ])
+            conv.input[:] = [conv.input[0], w_name, b_name]
+            # The Conv now produces what the Mul/Add produced.
+            conv.output[0] = op.output[0]
+            graph.node.remove(op)
+            changed = True
+            break
+
+
+def _spatial_mean_to_global_pool(proto) -> None:
+    """ReduceMean over H and W with keepdims (what tf2onnx emits at opset 18, where the axes became an
+    input) is exactly GlobalAveragePool on NCHW, which every runtime handles as one fused op."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = _initializers(graph)
+    for index, node in enumerate(list(graph.node)):
+        if node.op_type != "ReduceMean":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if "axes" in attrs:
+            axes = list(attrs["axes"])
+        elif len(node.input) > 1 and node.input[1] in inits:
+            axes = numpy_helper.to_array(inits[node.input[1]]).tolist()
+        else:
+            continue
+        if sorted(axes) != [2, 3] or attrs.get("keepdims", 1) != 1:
+            continue
+        pool = helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
+        graph.node.remove(node)
+        graph.node.insert(index, pool)
+
+
+def _drop_noop_reshapes(proto) -> None:
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inits = _initializers(graph)
+    producers = {out: node for node in graph.node for out in node.output}
+    for node in list(graph.node):
+        if node.op_type != "Reshape" or node.input[1] not in inits or node.output[0] in {o.name for o in graph.output}:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]]).tolist()
+        source = producers.get(node.input[0])
+        if source is not None and source.op_type == "GlobalAveragePool" and len(shape) == 4 and shape[0] == -1 \
+                and shape[2:] == [1, 1]:
+            # GlobalAveragePool already yields [N, C, 1, 1]: the Reshape is a no-op.
+            _replace_uses(graph, node.output[0], node.input[0])
+            graph.node.remove(node)
+
+
+def _drop_unused_initializers(proto) -> None:
+    graph = proto.graph
+    used = {name for node in graph.node for name in node.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
