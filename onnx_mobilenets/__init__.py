@@ -11,14 +11,30 @@ from .errors import (
     ChecksumError,
     ConversionError,
     DownloadError,
+    InvalidImageError,
+    InvalidModelError,
+    ModelNotFoundError,
     OfflineError,
+    ProviderError,
     OnnxMobileNetsError,
     UnsafeArchiveError,
 )
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # The runtime imports onnxruntime; load it on first use so `import onnx_mobilenets` stays light.
+    if name in ("OnnxMobileNet", "Prediction"):
+        from . import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'onnx_mobilenets' has no attribute {name!r}")
+
+
 __all__ = [
+    "OnnxMobileNet",
+    "Prediction",
     "ALIASES",
     "Preprocessing",
     "SLIM_EVAL_PREPROCESSING",
@@ -32,4 +48,8 @@ __all__ = [
     "UnsafeArchiveError",
     "CheckpointError",
     "ConversionError",
+    "InvalidImageError",
+    "InvalidModelError",
+    "ModelNotFoundError",
+    "ProviderError",
 ]

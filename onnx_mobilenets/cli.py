@@ -3,18 +3,89 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
-from . import catalogue
+from . import catalogue, download
 
 
 def _cmd_list(args) -> int:
-    rows = [("name", "family", "alpha", "res", "top-1", "top-5", "MMACs", "Mparams", "sha256")]
+    artifacts = download.cache_dir() / "artifacts"
+    rows = [("name", "family", "alpha", "res", "top-1", "top-5", "MMACs", "Mparams", "ckpt sha256", "cached")]
     for v in catalogue.list_variants(args.family):
+        cached = (artifacts / f"{v.name}.onnx").is_file()
         rows.append((v.name, v.family, str(v.alpha), str(v.resolution), f"{v.top1:.1f}", f"{v.top5:.1f}",
-                     str(v.macs_millions), f"{v.params_millions:.2f}", "published" if v.checkpoint_sha256 else "-"))
+                     str(v.macs_millions), f"{v.params_millions:.2f}", "published" if v.checkpoint_sha256 else "-",
+                     "onnx" if cached else "-"))
     _print_table(rows)
+    print(f"\naliases: {', '.join(f'{a} = {n}' for a, n in catalogue.ALIASES.items())}; cache: {download.cache_dir()}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .runtime import OnnxMobileNet
+
+    providers = args.providers.split(",") if "," in args.providers else args.providers
+    model = OnnxMobileNet(args.model, providers=providers)
+    results = model.predict(list(args.images), top=args.top)
+    if args.json:
+        print(json.dumps({
+            "model": model.variant, "providers": model.providers,
+            "results": [{"image": str(path), "predictions": [p._asdict() for p in preds]}
+                        for path, preds in zip(args.images, results)],
+        }, indent=1))
+        return 0
+    for path, preds in zip(args.images, results):
+        print(f"{path}  ({model.variant}, {model.providers[0]})")
+        rows = [("rank", "class", "synset", "label", "probability")]
+        rows += [(str(r), str(p.class_index), p.synset, p.label, f"{p.probability:.4f}") for r, p in enumerate(preds, 1)]
+        _print_table(rows)
+        print()
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from pathlib import Path
+
+    from . import verify
+    from .runtime.artifacts import artifacts_dir, cached_artifact, looks_like_path
+
+    if args.all:
+        targets = sorted(artifacts_dir().glob("*.onnx")) + [Path(t) for t in args.targets if looks_like_path(t)]
+    elif args.targets:
+        targets = []
+        for target in args.targets:
+            if looks_like_path(target):
+                targets.append(Path(target))
+            else:
+                path = cached_artifact(catalogue.get_variant(target).name)
+                if not path.is_file():
+                    raise FileNotFoundError(f"{target} is not in the cache ({path}); convert it or pass a path")
+                targets.append(path)
+    else:
+        raise ValueError("name artifacts (catalogue names or .onnx paths), or pass --all for the whole cache")
+    if not targets:
+        raise FileNotFoundError(f"no artifacts in the cache ({artifacts_dir()}) to verify")
+    rows = []
+    for path in targets:
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {path} does not exist")
+        rows.extend(verify.verify_artifact(path, use_keras=not args.no_keras))
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=1))
+    else:
+        print(verify.format_table(rows))
+    failed = [r for r in rows if not r.passed]
+    if failed and not args.json:
+        print(f"\n{len(failed)} of {len(rows)} comparisons FAILED", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_doctor(args) -> int:
+    from .runtime import doctor
+
+    print(doctor.report())
     return 0
 
 
@@ -105,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="untrained weights (benchmarks, tests)")
     p.add_argument("--parity-image", action="append", metavar="FILE", help="real image for the parity gate (repeatable)")
     p.set_defaults(run=_cmd_convert)
+
+    p = commands.add_parser("predict", help="classify images (onnxruntime only)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", default="v2", help="alias, catalogue name or .onnx path (default v2)")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--providers", default="auto", help="auto, cuda, cpu, or a comma-separated onnxruntime provider list")
+    p.set_defaults(run=_cmd_predict)
+
+    p = commands.add_parser("verify", help="check the runtimes here against Keras or the artifacts' golden outputs")
+    p.add_argument("targets", nargs="*", metavar="NAME_OR_PATH", help="cached catalogue names or .onnx paths")
+    p.add_argument("--all", action="store_true", help="every artifact in the cache")
+    p.add_argument("--no-keras", action="store_true", help="compare with the golden outputs even if TensorFlow is installed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_verify)
+
+    p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
+    p.set_defaults(run=_cmd_doctor)
     return parser
 
 

@@ -29,6 +29,9 @@ from .errors import ChecksumError, DownloadError, OfflineError, UnsafeArchiveErr
 
 __all__ = [
     "cache_dir",
+    "verify_cached",
+    "record_sha256",
+    "read_bytes",
     "is_offline",
     "fetch",
     "sha256_of",
@@ -81,8 +84,9 @@ def fetch(
     Downloads go to a temporary file that is renamed into place only once complete and verified, so
     no failure leaves a partial file in the cache.
 
-    `mirror` (or ``ONNX_MOBILENETS_MIRROR``) is a base URL or a local folder holding the official
-    file names. `progress` shows a progress bar on stderr; by default only when it is a terminal.
+    `url` may also be a local file path. `mirror` (default ``ONNX_MOBILENETS_MIRROR``; "" for none)
+    is a base URL or a local folder holding the official file names. `progress` shows a progress
+    bar on stderr; by default only when it is a terminal.
     """
     filename = filename or url.rsplit("/", 1)[-1]
     if not filename or "/" in filename or filename in (".", ".."):
@@ -104,7 +108,8 @@ def fetch(
             f"ONNX_MOBILENETS_MIRROR at a folder that holds it."
         )
 
-    mirror = mirror if mirror is not None else os.environ.get("ONNX_MOBILENETS_MIRROR") or None
+    if mirror is None:
+        mirror = os.environ.get("ONNX_MOBILENETS_MIRROR") or ""
     source = _mirror_source(mirror, filename) if mirror else url
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=target.parent)
@@ -118,16 +123,45 @@ def fetch(
                 f"The download is corrupt or not the official file; nothing was cached."
             )
         if sha256 is None:
-            _sidecar(target).write_text(actual + "\n")
             logger.warning(
                 "%s has no published checksum, so it could not be verified; recorded its SHA-256 %s in %s",
                 filename, actual, _sidecar(target),
             )
+        _sidecar(target).write_text(actual + "\n")  # lets every later reuse detect corruption
         os.replace(tmp, target)
     except BaseException:
         _remove_quietly(tmp)
         raise
     return target
+
+
+def verify_cached(path: Path) -> bool:
+    """True if `path` still matches the SHA-256 recorded beside it (or nothing was recorded)."""
+    sidecar = _sidecar(path)
+    return not sidecar.is_file() or sha256_of(path) == sidecar.read_text().strip().lower()
+
+
+def record_sha256(path: Path, sha256: str) -> None:
+    _sidecar(path).write_text(sha256 + "\n")
+
+
+def read_bytes(location: str) -> bytes:
+    """The whole (small) file at a URL or local path, not cached: for manifests."""
+    if "://" not in location:
+        path = Path(location).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return path.read_bytes()
+    if is_offline():
+        raise OfflineError(f"ONNX_MOBILENETS_OFFLINE=1 forbids fetching {location}")
+    try:
+        with urllib.request.urlopen(urllib.request.Request(location, headers={"User-Agent": "onnx-mobilenets"}),
+                                    timeout=_TIMEOUT_S) as response:
+            return response.read()
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"fetching {location} failed: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"fetching {location} failed: {e}") from e
 
 
 def _cached_copy_is_valid(path: Path, sha256: Optional[str]) -> bool:

@@ -31,3 +31,19 @@ class ConversionError(OnnxMobileNetsError):
     def __init__(self, gate: str, message: str):
         super().__init__(f"[{gate}] {message}")
         self.gate = gate
+
+
+class InvalidImageError(OnnxMobileNetsError, ValueError):
+    """An input is not a usable image: unreadable, empty, truncated, too large, or a bad array."""
+
+
+class InvalidModelError(OnnxMobileNetsError, ValueError):
+    """An .onnx file is corrupt, or is not a MobileNet artifact made by this package."""
+
+
+class ModelNotFoundError(OnnxMobileNetsError, FileNotFoundError):
+    """A model name could not be resolved to a file; the message says which command gets it."""
+
+
+class ProviderError(OnnxMobileNetsError):
+    """A requested onnxruntime execution provider is missing or did not bind."""

@@ -36,6 +36,36 @@ def expected(fixtures) -> dict:
     return json.loads((fixtures / "expected.json").read_text())["results"]
 
 
+def fixture_image_batch(fixtures, resolution) -> np.ndarray:
+    """The two fixture images, preprocessed the TF-slim way, NHWC float32."""
+    from PIL import Image
+
+    from onnx_mobilenets import SLIM_EVAL_PREPROCESSING
+    from onnx_mobilenets.runtime.preprocessing import image_to_array
+
+    return np.stack([image_to_array(Image.open(fixtures / "images" / n).convert("RGB"), resolution,
+                                    SLIM_EVAL_PREPROCESSING) for n in IMAGES])
+
+
+@pytest.fixture(scope="session")
+def fixture_artifacts(tmp_path_factory, fixtures):
+    """ONNX files converted from both fixture checkpoints (real images in the parity gate), made once.
+
+    Returns (folder, {name: ExportReport})."""
+    from onnx_mobilenets import get_variant
+    from onnx_mobilenets.conversion.convert import convert_variant
+
+    out = tmp_path_factory.mktemp("fixture_artifacts")
+    reports = {}
+    with pytest.MonkeyPatch.context() as env:  # runs before the per-test cache is set up
+        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("fixture_cache")))
+        for name in FIXTURE_NAMES:
+            images = fixture_image_batch(fixtures, get_variant(name).resolution)
+            reports[name] = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / f"{name}.tgz",
+                                            images=images)
+    return out, reports
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty cache and no mirror/offline settings from the environment."""

@@ -3,26 +3,19 @@ reference forward pass, and strictness about every variable."""
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches
-from onnx_mobilenets import CheckpointError, SLIM_EVAL_PREPROCESSING, get_variant
+from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches, fixture_image_batch
+from onnx_mobilenets import CheckpointError, get_variant
 from onnx_mobilenets.conversion import MobileNet, MobileNetV2, build_variant, load_slim_checkpoint, resolve_checkpoint
-from onnx_mobilenets.runtime.preprocessing import image_to_array
 
 import slim_reference
-
-
-def _batch(fixtures, resolution):
-    images = [Image.open(fixtures / "images" / name).convert("RGB") for name in IMAGES]
-    return np.stack([image_to_array(im, resolution, SLIM_EVAL_PREPROCESSING) for im in images])
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_checkpoints_classify_as_expected(fixtures, expected, name):
     variant = get_variant(name)
     model = build_variant(name, weights=fixtures / "checkpoints" / f"{name}.tgz")
-    probs = model(_batch(fixtures, variant.resolution)).numpy()
+    probs = model(fixture_image_batch(fixtures, variant.resolution)).numpy()
     for image, p in zip(IMAGES, probs):
         assert_top5_matches(p, expected[name][image])
     report = model.checkpoint_report
@@ -31,7 +24,7 @@ def test_fixture_checkpoints_classify_as_expected(fixtures, expected, name):
 
     # The raw (non-EMA) copies are perturbed: taking them must visibly change the answers.
     raw = build_variant(name, weights=fixtures / "checkpoints" / f"{name}.tgz", weights_source="raw")
-    raw_probs = raw(_batch(fixtures, variant.resolution)).numpy()
+    raw_probs = raw(fixture_image_batch(fixtures, variant.resolution)).numpy()
     for image, p in zip(IMAGES, raw_probs):
         top1 = expected[name][image][0]
         assert int(np.argmax(p)) != top1["class_index"]
@@ -43,7 +36,7 @@ def test_fixture_1001_classes_keep_background(fixtures):
     tarball = fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz"
     m1000 = MobileNet((128, 128, 3), alpha=0.25, weights=tarball, classifier_activation=None)
     m1001 = MobileNet((128, 128, 3), alpha=0.25, weights=tarball, classes=1001, classifier_activation=None)
-    x = _batch(fixtures, 128)
+    x = fixture_image_batch(fixtures, 128)
     np.testing.assert_allclose(m1001(x).numpy()[:, 1:], m1000(x).numpy(), atol=1e-5)
 
 

@@ -59,7 +59,7 @@ def test_good_file_is_cached_and_reused_without_a_new_request(server):
     assert path.read_bytes() == PAYLOAD and path.parent == cache_dir() / "checkpoints"
     assert fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA) == path
     assert server.requests == ["/models/good.tgz"]
-    assert _cache_files() == ["checkpoints/good.tgz"]
+    assert _cache_files() == ["checkpoints/good.tgz", "checkpoints/good.tgz.sha256"]
 
 
 def test_checksum_mismatch_raises_and_caches_nothing(server):
@@ -128,7 +128,8 @@ def test_mirror_base_url_and_local_folder(server, tmp_path, monkeypatch):
     (folder / "bad.tgz").write_bytes(b"not it")
     with pytest.raises(ChecksumError):
         fetch("https://official.invalid/x/bad.tgz", PAYLOAD_SHA)
-    assert sorted(_cache_files()) == ["checkpoints/good.tgz", "checkpoints/local.tgz"]
+    assert sorted(_cache_files()) == ["checkpoints/good.tgz", "checkpoints/good.tgz.sha256",
+                                      "checkpoints/local.tgz", "checkpoints/local.tgz.sha256"]
 
 
 def test_progress_bar_is_drawn_when_asked(server, capsys):

@@ -6,10 +6,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
-from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches
-from onnx_mobilenets import ConversionError, SLIM_EVAL_PREPROCESSING, get_variant
+from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches, fixture_image_batch
+from onnx_mobilenets import ConversionError, get_variant
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.conversion import build_variant
 from onnx_mobilenets.conversion import export as export_module
@@ -18,7 +17,6 @@ from onnx_mobilenets.conversion.export import check_clean_graph, check_structure
 from onnx_mobilenets.conversion.weights import randomize_weights
 from onnx_mobilenets.labels import imagenet_classes
 from onnx_mobilenets.parity import parity_inputs
-from onnx_mobilenets.runtime.preprocessing import image_to_array
 
 
 def _session(path):
@@ -29,26 +27,11 @@ def _metadata(path):
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def _fixture_batch(fixtures, resolution):
-    return np.stack([image_to_array(Image.open(fixtures / "images" / n).convert("RGB"), resolution,
-                                    SLIM_EVAL_PREPROCESSING) for n in IMAGES])
-
-
-@pytest.fixture(scope="module")
-def fixture_artifacts(tmp_path_factory, fixtures):
-    out = tmp_path_factory.mktemp("fixture_artifacts")
-    reports = {}
-    for name in FIXTURE_NAMES:
-        images = _fixture_batch(fixtures, get_variant(name).resolution)
-        reports[name] = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / f"{name}.tgz", images=images)
-    return out, reports
-
-
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_artifacts_give_expected_top5_in_onnxruntime(fixture_artifacts, fixtures, expected, name):
     out, reports = fixture_artifacts
     session = _session(out / f"{name}.onnx")
-    probs = session.run(["probabilities"], {"images": _fixture_batch(fixtures, get_variant(name).resolution)})[0]
+    probs = session.run(["probabilities"], {"images": fixture_image_batch(fixtures, get_variant(name).resolution)})[0]
     for image, p in zip(IMAGES, probs):
         assert_top5_matches(p, expected[name][image])
     parity = reports[name].parity

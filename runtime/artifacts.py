@@ -1,0 +1,102 @@
+"""Resolving a model name to an ONNX file: cache, published artifacts, local conversion, or a clear error."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from onnx_mobilenets import catalogue, download
+from onnx_mobilenets.errors import ModelNotFoundError, OnnxMobileNetsError
+
+logger = logging.getLogger(__name__)
+
+ARTIFACTS_URL_ENV = "ONNX_MOBILENETS_ARTIFACTS_URL"
+
+
+def artifacts_dir() -> Path:
+    return download.cache_dir() / "artifacts"
+
+
+def cached_artifact(name: str) -> Path:
+    return artifacts_dir() / f"{name}.onnx"
+
+
+def looks_like_path(model) -> bool:
+    return isinstance(model, os.PathLike) or (
+        isinstance(model, str) and (model.endswith(".onnx") or "/" in model or os.sep in model)
+    )
+
+
+def resolve_model(model) -> Path:
+    """The .onnx file for `model`: a path, or a catalogue name or alias resolved in order to
+    (1) the cached artifact, (2) the published artifact under ``ONNX_MOBILENETS_ARTIFACTS_URL``
+    (verified against its manifest's SHA-256, then cached), (3) a local conversion of the official
+    checkpoint when the [convert] extra is installed (in a subprocess, so TensorFlow never enters
+    this process; then cached), else a `ModelNotFoundError` naming the command that gets it."""
+    if looks_like_path(model):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        return path
+    if not isinstance(model, str):
+        raise ValueError(f"model must be a catalogue name, an alias or a path to an .onnx file, got {model!r}")
+    name = catalogue.get_variant(model).name  # ValueError with close matches when unknown
+
+    path = cached_artifact(name)
+    if path.is_file():
+        if download.verify_cached(path):
+            return path
+        logger.warning("cached %s does not match its recorded SHA-256; fetching it again", path)
+        path.unlink()
+
+    base = os.environ.get(ARTIFACTS_URL_ENV)
+    if base:
+        return _fetch_published(base, name)
+    if conversion_available():
+        return _convert_locally(name)
+    raise ModelNotFoundError(
+        f"no ONNX file for {name}: it is not in the cache ({path}), {ARTIFACTS_URL_ENV} is not set, and "
+        "the [convert] extra (TensorFlow, tf2onnx, onnx) is not installed. Get it with:\n"
+        f"    pip install 'onnx-mobilenets[convert]' && onnx-mobilenets convert {name} --output {artifacts_dir()}\n"
+        f"or point {ARTIFACTS_URL_ENV} at a folder or URL of published artifacts (with manifest.json), "
+        "or pass the path of an .onnx file."
+    )
+
+
+def _fetch_published(base: str, name: str) -> Path:
+    is_url = "://" in base
+    join = (lambda f: base.rstrip("/") + "/" + f) if is_url else (lambda f: str(Path(base).expanduser() / f))
+    try:
+        manifest = json.loads(download.read_bytes(join("manifest.json")))
+        entry = manifest["artifacts"][name]
+        file, sha256 = entry["file"], entry["sha256"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelNotFoundError(f"the artifacts at {base} have no valid manifest entry for {name} ({e!r})") from None
+    return download.fetch(join(file), sha256, subdir="artifacts", filename=f"{name}.onnx", mirror="")
+
+
+def conversion_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf2onnx", "onnx"))
+
+
+def _stderr_fd():
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced or captured stderr without a descriptor
+        return None
+
+
+def _convert_locally(name: str) -> Path:
+    logger.warning("converting %s from the official checkpoint (one time; the result is cached)", name)
+    command = [sys.executable, "-m", "onnx_mobilenets.cli", "convert", name, "--output", str(artifacts_dir())]
+    result = subprocess.run(command, stdout=_stderr_fd())  # progress stays visible, stdout stays clean
+    path = cached_artifact(name)
+    if result.returncode != 0 or not path.is_file():
+        raise OnnxMobileNetsError(f"local conversion of {name} failed (exit {result.returncode}): {' '.join(command)}")
+    download.record_sha256(path, download.sha256_of(path))
+    return path

@@ -1,0 +1,209 @@
+"""`OnnxMobileNet`: a MobileNet artifact in onnxruntime, from image to labelled predictions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import onnxruntime as ort
+
+from onnx_mobilenets.errors import InvalidModelError
+
+from .artifacts import resolve_model
+from .images import load_image
+from .preprocessing import check_contract, contract_from_metadata, draft_size, image_to_array
+from .providers import create_session
+
+logger = logging.getLogger(__name__)
+
+_REQUIRED_METADATA = ("variant", "resolution", "output", "classes", "preprocessing", "labels")
+
+
+class Prediction(NamedTuple):
+    class_index: int  # 0..999, standard ILSVRC-2012 order
+    synset: str  # WordNet id, e.g. "n02504458"
+    label: str  # e.g. "African elephant"
+    probability: float
+
+
+class OnnxMobileNet:
+    """A MobileNet ImageNet classifier running in onnxruntime.
+
+    `model`: an alias ("v1", "v2"), a catalogue name ("mobilenet_v2_1.4_224") or the path of an
+    .onnx artifact made by this package. `providers`: "auto" (CUDA when it really works, else CPU),
+    "cuda" (an error instead of a silent CPU fallback), "cpu", or an explicit onnxruntime provider
+    list. `threads`: onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
+    `batch_size`: how many images go through the network at once. `jpeg_draft`: decode large JPEG
+    files and bytes at a reduced scale when that cannot change the result beyond tolerance.
+    Preprocessing, labels and input layout are read from the artifact's metadata.
+
+    One instance may be shared by many threads.
+    """
+
+    def __init__(
+        self,
+        model="v2",
+        providers="auto",
+        threads: Optional[int] = None,
+        *,
+        device_id: int = 0,
+        batch_size: int = 32,
+        jpeg_draft: bool = True,
+        graph_optimization_level: Optional[ort.GraphOptimizationLevel] = None,
+        session_options: Optional[ort.SessionOptions] = None,
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        self.path = resolve_model(model)
+        self.batch_size = batch_size
+        self.jpeg_draft = jpeg_draft
+
+        options = session_options or ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        if graph_optimization_level is not None:
+            options.graph_optimization_level = graph_optimization_level
+        options.log_severity_level = min(options.log_severity_level, 3)
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise InvalidModelError(f"cannot read {self.path}: {e}") from e
+        try:
+            self._session = create_session(data, providers, device_id, options)
+        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.NotImplemented) as e:
+            raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
+        self._read_metadata()
+
+    def _read_metadata(self) -> None:
+        meta = self._session.get_modelmeta().custom_metadata_map
+        missing = [k for k in _REQUIRED_METADATA if k not in meta]
+        if missing:
+            raise InvalidModelError(
+                f"{self.path} is not a MobileNet artifact made by onnx-mobilenets (metadata lacks {', '.join(missing)})"
+            )
+        try:
+            self.metadata = dict(meta)
+            self._contract = contract_from_metadata(meta["preprocessing"])
+            check_contract(self._contract)
+            self._resolution = int(meta["resolution"])
+            self._output_is_logits = meta["output"] == "logits"
+            labels = json.loads(meta["labels"])
+            classes = int(meta["classes"])
+        except (ValueError, TypeError) as e:
+            raise InvalidModelError(f"{self.path} has unreadable metadata: {e}") from None
+        if classes == 1001 and labels:  # slim's background class: predictions skip it
+            labels = labels[1:]
+        if not labels or len(labels) != 1000:
+            raise InvalidModelError(f"{self.path} does not carry the 1000 ImageNet labels")
+        self._labels = tuple((str(w), str(l)) for w, l in labels)
+        self._drop_background = classes == 1001
+
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InvalidModelError(f"{self.path} must have one input and one output")
+        self._input_name, self._output_name = inputs[0].name, outputs[0].name
+        R = self._resolution
+        expected = [3, R, R] if self._contract.layout == "NCHW" else [R, R, 3]
+        if list(inputs[0].shape[1:]) != expected:
+            raise InvalidModelError(f"{self.path} input shape {inputs[0].shape} does not match its metadata ({expected})")
+
+    # --- properties -----------------------------------------------------------------------------
+    @property
+    def variant(self) -> str:
+        return self.metadata["variant"]
+
+    @property
+    def input_size(self) -> int:
+        """The side of the square image the network sees (its resolution)."""
+        return self._resolution
+
+    @property
+    def labels(self) -> tuple:
+        """((wnid, label), ...) for class indices 0..999."""
+        return self._labels
+
+    @property
+    def providers(self) -> list:
+        """The execution providers the session actually uses, in priority order."""
+        return self._session.get_providers()
+
+    def __repr__(self) -> str:
+        return f"OnnxMobileNet({self.variant!r}, providers={self.providers}, path='{self.path}')"
+
+    # --- the pipeline ---------------------------------------------------------------------------
+    def preprocess(self, images) -> np.ndarray:
+        """The float32 batch the network receives for `images` (one image or a list of them)."""
+        items, _ = _as_list(images)
+        return self._preprocess_list(items)
+
+    def _preprocess_list(self, items) -> np.ndarray:
+        draft = draft_size(self._resolution, self._contract) if self.jpeg_draft else None
+        arrays = [image_to_array(load_image(item, draft), self._resolution, self._contract) for item in items]
+        batch = np.stack(arrays) if arrays else np.zeros((0, self._resolution, self._resolution, 3), np.float32)
+        if self._contract.layout == "NCHW":
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return batch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 1000) for an already-preprocessed float32 batch."""
+        batch = np.asarray(batch)
+        R = self._resolution
+        shape = (3, R, R) if self._contract.layout == "NCHW" else (R, R, 3)
+        if batch.dtype != np.float32:
+            raise ValueError(f"run() takes a float32 batch, got {batch.dtype}")
+        if batch.ndim != 4 or batch.shape[1:] != shape:
+            raise ValueError(f"run() takes a batch of shape (N, {', '.join(map(str, shape))}), got {batch.shape}")
+        outputs = [
+            self._session.run([self._output_name], {self._input_name: batch[i: i + self.batch_size]})[0]
+            for i in range(0, len(batch), self.batch_size)
+        ]
+        result = np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
+        if self._drop_background:
+            result = result[:, 1:]
+        if self._output_is_logits or self._drop_background:
+            result = _softmax(result)
+        return result
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Probabilities (N, 1000) for one image or a list of images."""
+        items, _ = _as_list(images)
+        chunks = [self.run(self._preprocess_list(items[i: i + self.batch_size]))
+                  for i in range(0, len(items), self.batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 1000), np.float32)
+
+    def predict(self, images, top: int = 5):
+        """The `top` most probable classes: a list of `Prediction` for one image, or one such list
+        per image for a list of images."""
+        if not isinstance(top, int) or not 1 <= top <= 1000:
+            raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
+        items, single = _as_list(images)
+        probabilities = self.predict_proba(items)
+        results = [self._top(p, top) for p in probabilities]
+        return results[0] if single else results
+
+    def _top(self, probabilities: np.ndarray, top: int) -> list:
+        best = np.argsort(-probabilities, kind="stable")[:top]
+        return [Prediction(int(i), self._labels[i][0], self._labels[i][1], float(probabilities[i])) for i in best]
+
+
+def _as_list(images):
+    """(list of image sources, whether a single image was given)."""
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images), False
+    return [images], True
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

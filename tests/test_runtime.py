@@ -1,0 +1,412 @@
+"""OnnxMobileNet: predictions on the fixture artifacts, every kind of input, bad input, threads,
+providers (CUDA mocked), name resolution, and the predict/list/doctor commands."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches
+from onnx_mobilenets import (ChecksumError, InvalidImageError, InvalidModelError, ModelNotFoundError, OnnxMobileNet,
+                             Prediction, ProviderError)
+from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.download import cache_dir
+from onnx_mobilenets.runtime import artifacts, providers
+
+
+@pytest.fixture(scope="module")
+def models(fixture_artifacts):
+    out, _ = fixture_artifacts
+    return {name: OnnxMobileNet(out / f"{name}.onnx", providers="cpu") for name in FIXTURE_NAMES}
+
+
+@pytest.fixture(scope="module")
+def exact_models(fixture_artifacts):
+    """Without JPEG draft decoding: every input kind then decodes to the very same pixels."""
+    out, _ = fixture_artifacts
+    return {name: OnnxMobileNet(out / f"{name}.onnx", providers="cpu", jpeg_draft=False) for name in FIXTURE_NAMES}
+
+
+def _input_kinds(path: Path):
+    return {
+        "path": path,
+        "str": str(path),
+        "pil": Image.open(path),
+        "bytes": path.read_bytes(),
+        "array": np.asarray(Image.open(path).convert("RGB")),
+    }
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+@pytest.mark.parametrize("image", IMAGES)
+def test_predict_gives_expected_top5_for_every_input_kind(exact_models, models, fixtures, expected, name, image):
+    path = fixtures / "images" / image
+    results = {kind: exact_models[name].predict(source) for kind, source in _input_kinds(path).items()}
+    for kind, predictions in results.items():
+        assert predictions == results["path"], f"{kind} differs from path"
+    probs = exact_models[name].predict_proba(path)[0]
+    assert_top5_matches(probs, expected[name][image])
+    top = results["path"]
+    assert len(top) == 5 and isinstance(top[0], Prediction)
+    assert top[0].class_index == expected[name][image][0]["class_index"]
+    assert top[0].label == expected[name][image][0]["label"] and top[0].synset.startswith("n")
+
+    # With JPEG draft decoding (the default), files and bytes decode identically to each other and stay
+    # within the tolerance of the expected results.
+    drafted = {kind: models[name].predict_proba(source)[0] for kind, source in _input_kinds(path).items()
+               if kind in ("path", "str", "bytes")}
+    assert all(np.array_equal(p, drafted["path"]) for p in drafted.values())
+    assert_top5_matches(drafted["path"], expected[name][image])
+
+
+def test_properties_and_batches(models, fixtures):
+    model = models["mobilenet_v2_1.0_224"]
+    assert model.variant == "mobilenet_v2_1.0_224" and model.input_size == 224
+    assert model.providers == ["CPUExecutionProvider"]
+    assert len(model.labels) == 1000 and model.labels[386] == ("n02504458", "African elephant")
+    paths = [fixtures / "images" / n for n in IMAGES]
+    batch = model.preprocess(paths)
+    assert batch.shape == (2, 224, 224, 3) and batch.dtype == np.float32
+    assert -1.0 <= batch.min() and batch.max() <= 1.0
+    probs = model.run(batch)
+    assert probs.shape == (2, 1000)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(model.predict_proba(paths), probs)
+    # Large inputs go through in batches of batch_size; the answers do not change.
+    small_batches = OnnxMobileNet(model.path, providers="cpu", batch_size=2)
+    five = paths * 2 + paths[:1]
+    np.testing.assert_allclose(small_batches.predict_proba(five), np.concatenate([probs, probs, probs[:1]]), atol=1e-6)
+    lists = model.predict(paths, top=3)
+    assert len(lists) == 2 and all(len(l) == 3 for l in lists)
+    stacked = np.stack([np.asarray(Image.open(p).convert("RGB").resize((300, 300))) for p in paths])
+    assert len(model.predict(stacked)) == 2  # a 4-D uint8 array is a batch
+    assert model.predict([]) == []
+
+
+def _equivalent_pairs(source: Image.Image, tmp_path: Path):
+    """(unusual image, its RGB equivalent) pairs."""
+    rgb = source.convert("RGB")
+    gray = rgb.convert("L")
+    palette = rgb.quantize(colors=256)
+    rgba = rgb.copy()
+    rgba.putalpha(255)
+    sixteen = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)  # 16-bit grayscale
+    sixteen_path = tmp_path / "gray16.png"
+    sixteen.save(sixteen_path)
+    assert Image.open(sixteen_path).mode.startswith("I")
+    cmyk_path = tmp_path / "cmyk.jpg"
+    rgb.convert("CMYK").save(cmyk_path, quality=95)
+    assert Image.open(cmyk_path).mode == "CMYK"
+    return {
+        "grayscale": (gray, gray.convert("RGB")),
+        "palette": (palette, palette.convert("RGB")),
+        "rgba": (rgba, rgb),
+        "16-bit png": (sixteen_path, gray.convert("RGB")),
+        "cmyk jpeg": (cmyk_path, Image.open(cmyk_path).convert("RGB")),
+        "la": (gray.convert("LA"), gray.convert("RGB")),
+    }
+
+
+def test_unusual_images_classify_like_their_rgb_equivalent(models, fixtures, tmp_path):
+    model = models["mobilenet_v2_1.0_224"]
+    source = Image.open(fixtures / "images" / "cheetah.jpg")
+    for kind, (unusual, equivalent) in _equivalent_pairs(source, tmp_path).items():
+        np.testing.assert_allclose(model.predict_proba(unusual), model.predict_proba(equivalent), atol=1e-6,
+                                   err_msg=kind)
+        assert model.predict(unusual)[0].label == "cheetah", kind
+
+
+def test_exif_rotated_jpeg_matches_the_upright_image(models, fixtures, tmp_path):
+    model = models["mobilenet_v2_1.0_224"]
+    upright = Image.open(fixtures / "images" / "cheetah.jpg").convert("RGB")  # a clear winner, unlike elephant
+    upright_path = tmp_path / "upright.jpg"
+    upright.save(upright_path, quality=95)
+    # Stored rotated by 90 degrees, with EXIF orientation 6 ("rotate 90 CW to display").
+    rotated_path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.ROTATE_90).save(rotated_path, quality=95, exif=exif)
+    straight, turned = model.predict_proba(upright_path)[0], model.predict_proba(rotated_path)[0]
+    assert int(np.argmax(straight)) == int(np.argmax(turned))
+    assert np.abs(straight - turned).max() < 0.02
+    ignored = model.predict_proba(np.asarray(Image.open(rotated_path).convert("RGB")))[0]  # pixels as stored
+    assert np.abs(ignored - straight).max() > np.abs(turned - straight).max()
+
+
+def test_one_pixel_image(models):
+    model = models["mobilenet_v1_0.25_128"]
+    pixel = np.array([[[200, 30, 40]]], np.uint8)
+    flat = np.full((50, 50, 3), (200, 30, 40), np.uint8)
+    np.testing.assert_allclose(model.predict_proba(pixel), model.predict_proba(flat), atol=1e-6)
+    assert len(model.predict(pixel)) == 5
+
+
+def test_bad_input_gets_a_clear_error_and_the_model_keeps_working(models, fixtures, tmp_path, monkeypatch):
+    model = models["mobilenet_v1_0.25_128"]
+    good = fixtures / "images" / "elephant.jpg"
+    reference = model.predict(good)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a picture\n")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    cases = [
+        (tmp_path / "missing.jpg", FileNotFoundError, "does not exist"),
+        (empty, InvalidImageError, "is empty"),
+        (b"", InvalidImageError, "empty"),
+        (text, InvalidImageError, "not an image format"),
+        (truncated, InvalidImageError, "truncated"),
+        (np.zeros((2, 4, 4, 3, 1), np.uint8), InvalidImageError, "shape"),
+        (np.zeros(10, np.uint8), InvalidImageError, "shape"),
+        (np.zeros((4, 4, 2), np.uint8), InvalidImageError, "shape"),
+        (np.zeros((4, 4, 3), np.float32), InvalidImageError, "uint8"),
+        (np.zeros((0, 4, 3), np.uint8), InvalidImageError, "no pixels"),
+        (12345, InvalidImageError, "cannot read an image from a int"),
+        (tmp_path, InvalidImageError, "is not a file"),
+    ]
+    for source, error, message in cases:
+        with pytest.raises(error, match=message):
+            model.predict(source)
+        assert model.predict(good) == reference
+    assert issubclass(InvalidImageError, ValueError)
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # a 650x406 JPEG is now a "bomb"
+    with pytest.raises(InvalidImageError, match="decompression bomb"):
+        model.predict(good)
+    monkeypatch.undo()
+    assert model.predict(good) == reference
+    with pytest.raises(ValueError, match="top must be"):
+        model.predict(good, top=0)
+    with pytest.raises(ValueError, match="float32"):
+        model.run(np.zeros((1, 128, 128, 3), np.float64))
+    with pytest.raises(ValueError, match="shape"):
+        model.run(np.zeros((1, 224, 224, 3), np.float32))
+
+
+def test_bad_models_get_clear_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(InvalidModelError, match="not a valid ONNX model"):
+        OnnxMobileNet(corrupt, providers="cpu")
+    from onnx_mobilenets.runtime.doctor import probe_model
+
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(probe_model())
+    with pytest.raises(InvalidModelError, match="not a MobileNet artifact"):
+        OnnxMobileNet(foreign, providers="cpu")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        OnnxMobileNet(tmp_path / "absent.onnx")
+    with pytest.raises(ValueError, match="unknown MobileNet variant 'mobilenet_v5'"):
+        OnnxMobileNet("mobilenet_v5")
+    with pytest.raises(ValueError, match="batch_size"):
+        OnnxMobileNet(corrupt, batch_size=0)
+
+
+def test_cuda_on_a_machine_without_cuda(fixture_artifacts, monkeypatch):
+    out, _ = fixture_artifacts
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="offers no CUDAExecutionProvider"):
+        OnnxMobileNet(out / "mobilenet_v1_0.25_128.onnx", providers="cuda")
+    model = OnnxMobileNet(out / "mobilenet_v1_0.25_128.onnx", providers="auto")
+    assert model.providers == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="providers must be"):
+        OnnxMobileNet(out / "mobilenet_v1_0.25_128.onnx", providers="gpu")
+
+
+def test_thread_safety(models, fixtures):
+    model = models["mobilenet_v1_0.25_128"]
+    sources = [fixtures / "images" / n for n in IMAGES]
+    serial = [model.predict_proba(sources[i % 2]) for i in range(50)]
+
+    def work(thread):
+        return [model.predict_proba(sources[i % 2]) for i in range(50)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    for per_thread in results:
+        for got, want in zip(per_thread, serial):
+            np.testing.assert_array_equal(got, want)
+
+
+class _FakeSession:
+    """Stands in for onnxruntime.InferenceSession: binds CUDA or not, as told."""
+
+    bind_cuda = True
+    calls = []
+
+    def __init__(self, data, sess_options=None, providers=None):
+        _FakeSession.calls.append(providers)
+        self._providers = [p[0] if isinstance(p, tuple) else p for p in providers]
+        if not self.bind_cuda:
+            self._providers = [p for p in self._providers if p != "CUDAExecutionProvider"]
+
+    def get_providers(self):
+        return self._providers
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", _FakeSession)
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    _FakeSession.calls = []
+    return _FakeSession
+
+
+def test_cuda_provider_binding_is_checked(fake_cuda, caplog, monkeypatch):
+    fake_cuda.bind_cuda = True
+    session = providers.create_session(b"model", "cuda", device_id=1)
+    assert session.get_providers()[0] == "CUDAExecutionProvider"
+    cuda_entry = fake_cuda.calls[-1][0]
+    assert cuda_entry == ("CUDAExecutionProvider", {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC"})
+    assert providers.create_session(b"model", "auto").get_providers()[0] == "CUDAExecutionProvider"
+
+    fake_cuda.bind_cuda = False
+    with pytest.raises(ProviderError, match="installed but did not bind"):
+        providers.create_session(b"model", "cuda")
+    monkeypatch.setattr(providers, "_logged_cpu_fallback", False)
+    with caplog.at_level("INFO", logger="onnx_mobilenets.runtime.providers"):
+        session = providers.create_session(b"model", "auto")
+        providers.create_session(b"model", "auto")
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert caplog.text.count("running on the CPU") == 1  # logged once
+
+    assert providers.create_session(b"model", "cpu").get_providers() == ["CPUExecutionProvider"]
+    assert fake_cuda.calls[-1] == ["CPUExecutionProvider"]
+    explicit = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    fake_cuda.bind_cuda = True
+    providers.create_session(b"model", explicit)
+    assert fake_cuda.calls[-1] == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    with pytest.raises(ProviderError, match="has no TensorrtExecutionProvider"):
+        providers.create_session(b"model", ["TensorrtExecutionProvider"])
+
+
+def test_both_onnxruntime_wheels_are_detected(monkeypatch):
+    versions = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
+
+    def version(name):
+        if name in versions:
+            return versions[name]
+        raise providers.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(providers.importlib.metadata, "version", version)
+    assert providers.installed_onnxruntime_wheels() == versions
+    warning = providers.conflicting_wheels_warning()
+    assert "several onnxruntime wheels" in warning and "pip uninstall -y onnxruntime onnxruntime-gpu" in warning
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="several onnxruntime wheels"):
+        providers.requested_providers("cuda")
+
+
+def test_runtime_imports_no_tensorflow(fixture_artifacts, fixtures):
+    out, _ = fixture_artifacts
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from onnx_mobilenets import OnnxMobileNet\n"
+        f"model = OnnxMobileNet({str(out / 'mobilenet_v2_1.0_224.onnx')!r})\n"
+        f"print(model.predict({str(fixtures / 'images' / 'cheetah.jpg')!r})[0].label)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["cheetah", "[]"]
+
+
+def test_name_resolution_cache_and_published_artifacts(fixture_artifacts, tmp_path, monkeypatch):
+    out, reports = fixture_artifacts
+    name = "mobilenet_v1_0.25_128"
+    monkeypatch.setattr(artifacts, "conversion_available", lambda: False)
+    with pytest.raises(ModelNotFoundError) as info:
+        OnnxMobileNet(name)
+    assert f"onnx-mobilenets convert {name}" in str(info.value) and "ONNX_MOBILENETS_ARTIFACTS_URL" in str(info.value)
+
+    # A published-artifacts folder: fetched, checked against the manifest's SHA-256, cached.
+    monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(out))
+    model = OnnxMobileNet("mobilenet_v1_0.25_128")
+    cached = cache_dir() / "artifacts" / f"{name}.onnx"
+    assert model.path == cached and cached.read_bytes() == (out / f"{name}.onnx").read_bytes()
+    monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(tmp_path / "nowhere"))
+    assert OnnxMobileNet(name).path == cached  # the cache comes first
+    cached.write_bytes(cached.read_bytes()[:-10] + b"x" * 10)  # corrupted in the cache
+    with pytest.raises(FileNotFoundError):  # not reused; the (now missing) source is asked again
+        OnnxMobileNet(name)
+    assert not cached.exists()
+
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["artifacts"][name]["sha256"] = "0" * 64
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(bad))
+    with pytest.raises(ChecksumError):
+        OnnxMobileNet(name)
+    assert not cached.exists()
+    with pytest.raises(ModelNotFoundError, match="no valid manifest entry"):
+        OnnxMobileNet("mobilenet_v2_0.5_96")
+
+
+def test_name_resolution_converts_locally_when_it_can(fixtures, tmp_path, monkeypatch):
+    # The official name of a variant without a published checksum, served from a mirror folder holding
+    # the fixture tarball: the runtime converts it in a subprocess and caches the result.
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz", mirror / "mobilenet_v1_0.25_160.tgz")
+    monkeypatch.setenv("ONNX_MOBILENETS_MIRROR", str(mirror))
+    model = OnnxMobileNet("mobilenet_v1_0.25_160")
+    assert model.path == cache_dir() / "artifacts" / "mobilenet_v1_0.25_160.onnx"
+    assert model.input_size == 160 and model.predict(fixtures / "images" / "cheetah.jpg")[0].label == "cheetah"
+
+
+def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
+    out, _ = fixture_artifacts
+    image = str(fixtures / "images" / "cheetah.jpg")
+    assert cli(["predict", image, "--model", str(out / "mobilenet_v2_1.0_224.onnx"), "--top", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "cheetah" in table and "rank" in table and table.count("\n") >= 5
+    assert cli(["predict", image, image, "--json", "--model", str(out / "mobilenet_v1_0.25_128.onnx"),
+                "--providers", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] == "mobilenet_v1_0.25_128" and len(data["results"]) == 2
+    assert data["results"][0]["predictions"][0]["label"] == "cheetah"
+    assert cli(["predict", str(fixtures / "missing.jpg"), "--model", str(out / "mobilenet_v1_0.25_128.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    assert cli(["list", "--family", "v2"]) == 0
+    listing = capsys.readouterr().out
+    assert "mobilenet_v2_1.4_224" in listing and "mobilenet_v1" not in listing.split("aliases")[0]
+    assert cli(["doctor"]) == 0
+    report = capsys.readouterr().out
+    assert "CPUExecutionProvider: ok" in report and "libcudnn.so.9" in report and "cache:" in report
+
+
+def test_gpu_check_script_runs_its_comparison(fixture_artifacts, tmp_path):
+    """tools/gpu_check.py compares two providers; here CPU against CPU to exercise it without a GPU."""
+    out, _ = fixture_artifacts
+    script = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+    result = subprocess.run([sys.executable, str(script), str(out / "mobilenet_v1_0.25_128.onnx"), "--reference", "cpu",
+                             "--candidate", "cpu", "--runs", "3", "--json", str(tmp_path / "gpu.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "max |dp|" in result.stdout and "PASS" in result.stdout
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["rows"][0]["top1_agreement"] == 1.0
+    no_cuda = subprocess.run([sys.executable, str(script), str(out / "mobilenet_v1_0.25_128.onnx")],
+                             capture_output=True, text=True)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert no_cuda.returncode == 2 and "CUDA" in no_cuda.stderr
