@@ -82,6 +82,12 @@ def _cmd_verify(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_bench(args) -> int:
+    from .benchmark import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def _cmd_doctor(args) -> int:
     from .runtime import doctor
 
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-keras", action="store_true", help="compare with the golden outputs even if TensorFlow is installed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_verify)
+
+    p = commands.add_parser("bench", help="benchmark against the alternatives (same as tools/benchmark.py)",
+                            add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(run=_cmd_bench)
 
     p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
     p.set_defaults(run=_cmd_doctor)

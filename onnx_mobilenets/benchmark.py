@@ -1,0 +1,348 @@
+"""Speed of our artifacts and wrapper against the alternatives and against the machine's limit.
+
+    python tools/benchmark.py            (or: onnx-mobilenets bench)
+
+For each variant (default: V1 and V2 at 1.0/224 and the smallest of each family), on random-weight
+artifacts made on the spot (no downloads), it measures in one run, alternating the contenders round
+by round so that drift hits all alike, after warm-up:
+
+- onnxruntime CPU through a raw InferenceSession on our artifact (batch 1 latency, batch 32 throughput);
+- `OnnxMobileNet.run` on the same batches, and `OnnxMobileNet.predict` on a JPEG file (decode included);
+- the same weights in Keras `model.predict` and in a `tf.function`;
+- `keras.applications.MobileNet`/`MobileNetV2` exported with tf2onnx's defaults, in onnxruntime;
+- the machine's limit: the variant's FLOPs over a measured float32 matrix-multiply rate;
+- start-up (`OnnxMobileNet(name)` on a cached artifact to the first prediction) and the peak resident
+  memory of a process that loads the runtime and predicts once.
+
+It prints a Markdown table and writes JSON (and, with --markdown, a Markdown report).
+Needs the [convert] extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_VARIANTS = ("mobilenet_v1_1.0_224", "mobilenet_v2_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_0.35_96")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="onnx-mobilenets bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="*", default=list(DEFAULT_VARIANTS), metavar="NAME")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every contender (default: all cores)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per measurement")
+    parser.add_argument("--round-seconds", type=float, default=0.25, help="time per contender per round")
+    parser.add_argument("--json", default="benchmarks.json", help="JSON output (default benchmarks.json)")
+    parser.add_argument("--markdown", help="also write a Markdown report here (e.g. docs/benchmarks.md)")
+    parser.add_argument("--work-dir", help="where random-weight artifacts are made and kept (default: a temp dir)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.threads < 1:
+        raise SystemExit("error: --threads must be at least 1")
+    # Thread pools are sized when NumPy's BLAS and TensorFlow start: set the environment and re-run.
+    wanted = str(args.threads)
+    if any(os.environ.get(k) != wanted for k in THREAD_ENV):
+        env = dict(os.environ, **{k: wanted for k in THREAD_ENV}, TF_CPP_MIN_LOG_LEVEL="3")
+        return subprocess.call([sys.executable, "-m", "onnx_mobilenets.benchmark", *argv], env=env)
+    return run(args)
+
+
+# --- measurement ----------------------------------------------------------------------------------
+
+def _time_calls(fn, seconds):
+    """Per-call times (s) of `fn` over about `seconds`."""
+    times = []
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        fn()
+        end = time.perf_counter()
+        times.append(end - start)
+        if end >= deadline and len(times) >= 3:
+            return times
+
+
+def measure_alternating(contenders: dict, rounds: int, round_seconds: float) -> dict:
+    """{name: [per-call seconds]}, contenders interleaved round by round after a warm-up."""
+    for fn in contenders.values():
+        for _ in range(3):
+            fn()
+    samples = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name].extend(_time_calls(fn, round_seconds))
+    return samples
+
+
+def summarize(times) -> dict:
+    import numpy as np
+
+    t = np.asarray(times) * 1000
+    return {"median_ms": float(np.median(t)), "p10_ms": float(np.percentile(t, 10)),
+            "p90_ms": float(np.percentile(t, 90)), "calls": int(len(t))}
+
+
+def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
+    """Measured float32 matrix-multiply rate on these cores (NumPy's BLAS), in GFLOP/s."""
+    import numpy as np
+
+    n = 1024
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    times = measure_alternating({"matmul": lambda: a @ b}, rounds=3, round_seconds=seconds / 3)["matmul"]
+    return 2 * n ** 3 / float(np.median(times)) / 1e9
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    import tensorflow as tf
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__, "platform": platform.platform()}
+
+
+# --- contenders -----------------------------------------------------------------------------------
+
+def _session(path, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def keras_applications_onnx(variant, path: Path) -> Path:
+    """keras.applications' MobileNet/MobileNetV2 (random weights) exported with tf2onnx's defaults."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    shape = (variant.resolution, variant.resolution, 3)
+    if variant.family == "v1":
+        model = keras.applications.MobileNet(input_shape=shape, alpha=variant.alpha, weights=None)
+    else:
+        model = keras.applications.MobileNetV2(input_shape=shape, alpha=variant.alpha, weights=None)
+    spec = (tf.TensorSpec((None,) + shape, tf.float32, name="input"),)
+    try:  # what a user would call first
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec)
+    except Exception:  # Keras 3 models may need the tf.function route
+        function = tf.function(lambda x: model(x, training=False), input_signature=spec)
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def sample_jpeg(resolution: int, path: Path) -> Path:
+    """A photograph-like JPEG of `resolution` pixels square (smooth colour field with texture)."""
+    from PIL import Image
+
+    from .parity import parity_pixels
+
+    Image.fromarray(parity_pixels(resolution, count=2, seed=11)[1]).save(path, quality=90)
+    return path
+
+
+def startup_and_memory(name: str, home: Path, jpeg: Path, repeats: int = 3) -> dict:
+    """In fresh processes: import time, OnnxMobileNet(name) on a cached artifact to the first
+    prediction, and the peak resident memory after one prediction."""
+    code = (
+        "import time, resource\n"
+        "t0 = time.perf_counter()\n"
+        "from onnx_mobilenets import OnnxMobileNet\n"
+        "t1 = time.perf_counter()\n"
+        f"model = OnnxMobileNet({name!r}, providers='cpu')\n"
+        f"model.predict({str(jpeg)!r})\n"
+        "t2 = time.perf_counter()\n"
+        "print(t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    env = dict(os.environ, ONNX_MOBILENETS_HOME=str(home), ONNX_MOBILENETS_OFFLINE="1")
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        runs.append([float(v) for v in out.stdout.split()])
+    import numpy as np
+
+    runs = np.asarray(runs)
+    return {"import_s": float(np.median(runs[:, 0])), "first_prediction_s": float(np.median(runs[:, 1])),
+            "peak_rss_mb": float(np.median(runs[:, 2]) / 1024)}
+
+
+def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: float, peak_gflops: float) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from . import catalogue
+    from .conversion import build_variant
+    from .conversion.convert import convert_variant
+    from .conversion.weights import randomize_weights
+    from .parity import parity_inputs
+    from .runtime import OnnxMobileNet
+
+    variant = catalogue.get_variant(name)
+    artifacts = work / "artifacts"
+    ours = artifacts / f"{name}.onnx"
+    if not ours.is_file():
+        print(f"  converting {name} (random weights)...", flush=True)
+        convert_variant(name, artifacts, random_weights=True)
+    theirs = work / f"keras_applications_{name}.onnx"
+    if not theirs.is_file():
+        print("  exporting keras.applications with tf2onnx defaults...", flush=True)
+        keras_applications_onnx(variant, theirs)
+    jpeg = sample_jpeg(variant.resolution, work / f"sample_{variant.resolution}.jpg")
+
+    model = build_variant(name, weights=None)
+    randomize_weights(model, 0)
+    forward = tf.function(lambda x: model(x, training=False))
+    raw, raw_theirs = _session(ours, threads), _session(theirs, threads)
+    wrapper = OnnxMobileNet(ours, providers="cpu", threads=threads)
+    in_ours, in_theirs = raw.get_inputs()[0].name, raw_theirs.get_inputs()[0].name
+    x1, x32 = parity_inputs(variant.resolution, count=1, seed=3), parity_inputs(variant.resolution, count=32, seed=3)
+    t1, t32 = tf.constant(x1), tf.constant(x32)
+
+    contenders = {
+        "ort_raw_b1": lambda: raw.run(None, {in_ours: x1}),
+        "wrapper_run_b1": lambda: wrapper.run(x1),
+        "wrapper_predict_jpeg": lambda: wrapper.predict(jpeg),
+        "keras_apps_tf2onnx_b1": lambda: raw_theirs.run(None, {in_theirs: x1}),
+        "keras_predict_b1": lambda: model.predict(x1, verbose=0),
+        "tf_function_b1": lambda: forward(t1).numpy(),
+        "ort_raw_b32": lambda: raw.run(None, {in_ours: x32}),
+        "wrapper_run_b32": lambda: wrapper.run(x32),
+        "keras_apps_tf2onnx_b32": lambda: raw_theirs.run(None, {in_theirs: x32}),
+        "keras_predict_b32": lambda: model.predict(x32, verbose=0),
+        "tf_function_b32": lambda: forward(t32).numpy(),
+    }
+    print(f"  measuring {len(contenders)} contenders x {rounds} rounds...", flush=True)
+    results = {k: summarize(v) for k, v in measure_alternating(contenders, rounds, round_seconds).items()}
+    flops = 2 * variant.macs_millions * 1e6
+    for key, stats in results.items():
+        batch = 32 if key.endswith("b32") else 1
+        stats["images_per_s"] = batch / (stats["median_ms"] / 1000)
+        stats["fraction_of_matmul_peak"] = flops * batch / (stats["median_ms"] / 1000) / (peak_gflops * 1e9)
+    keras.backend.clear_session()
+
+    med = {k: v["median_ms"] for k, v in results.items()}
+    ratios = {
+        "wrapper_run_over_raw_b1": med["wrapper_run_b1"] / med["ort_raw_b1"],
+        "wrapper_run_over_raw_b32": med["wrapper_run_b32"] / med["ort_raw_b32"],
+        "predict_jpeg_over_raw_b1": med["wrapper_predict_jpeg"] / med["ort_raw_b1"],
+        "speed_vs_keras_apps_b1": med["keras_apps_tf2onnx_b1"] / med["ort_raw_b1"],
+        "speed_vs_keras_apps_b32": med["keras_apps_tf2onnx_b32"] / med["ort_raw_b32"],
+        "speedup_vs_keras_predict_b1": med["keras_predict_b1"] / med["ort_raw_b1"],
+        "speedup_vs_tf_function_b1": med["tf_function_b1"] / med["ort_raw_b1"],
+        "fraction_of_matmul_peak_b32": results["ort_raw_b32"]["fraction_of_matmul_peak"],
+    }
+    process = startup_and_memory(name, work, jpeg)
+    return {"variant": name, "resolution": variant.resolution, "macs_millions": variant.macs_millions,
+            "contenders": results, "ratios": ratios, "process": process}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+TARGETS = {
+    "wrapper_run_over_raw_b1": ("<=", 1.05), "wrapper_run_over_raw_b32": ("<=", 1.05),
+    "predict_jpeg_over_raw_b1": ("<=", 1.5), "speed_vs_keras_apps_b1": (">=", 0.97),
+    "speed_vs_keras_apps_b32": (">=", 0.97), "speedup_vs_keras_predict_b1": (">=", 5.0),
+    "speedup_vs_tf_function_b1": (">=", 2.0),
+}
+
+
+def _meets(value, rule):
+    op, bound = rule
+    return value <= bound if op == "<=" else value >= bound
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; Python {m['python']}, "
+             f"onnxruntime {m['onnxruntime']}, TensorFlow {m['tensorflow']}. "
+             f"Measured float32 matmul rate: {report['matmul_gflops']:.1f} GFLOP/s.", ""]
+    names = ["ort_raw_b1", "wrapper_run_b1", "wrapper_predict_jpeg", "keras_apps_tf2onnx_b1", "tf_function_b1",
+             "keras_predict_b1", "ort_raw_b32", "wrapper_run_b32", "keras_apps_tf2onnx_b32", "tf_function_b32",
+             "keras_predict_b32"]
+    lines.append("Median latency in ms (p10-p90); batch 32 also as images/s and fraction of the matmul rate.")
+    lines.append("")
+    lines.append("| contender | " + " | ".join(v["variant"] for v in report["variants"]) + " |")
+    lines.append("|---|" + "---|" * len(report["variants"]))
+    for name in names:
+        cells = []
+        for v in report["variants"]:
+            s = v["contenders"][name]
+            cell = f"{s['median_ms']:.2f} ({s['p10_ms']:.2f}-{s['p90_ms']:.2f})"
+            if name.endswith("b32"):
+                cell += f", {s['images_per_s']:.0f} img/s, {s['fraction_of_matmul_peak']:.0%}"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| ratio (target) | " + " | ".join(v["variant"] for v in report["variants"]) + " |",
+              "|---|" + "---|" * len(report["variants"])]
+    for key in report["variants"][0]["ratios"]:
+        rule = TARGETS.get(key)
+        label = f"{key} ({rule[0]} {rule[1]})" if rule else key
+        cells = []
+        for v in report["variants"]:
+            value = v["ratios"][key]
+            text = f"{value:.0%}" if key.startswith("fraction") else f"{value:.2f}"
+            if rule:
+                text += "" if _meets(value, rule) else " MISSED"
+            cells.append(text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| process | " + " | ".join(v["variant"] for v in report["variants"]) + " |",
+              "|---|" + "---|" * len(report["variants"])]
+    for key, fmt in (("import_s", "{:.3f} s"), ("first_prediction_s", "{:.3f} s"), ("peak_rss_mb", "{:.0f} MB")):
+        lines.append(f"| {key} | " + " | ".join(fmt.format(v["process"][key]) for v in report["variants"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    from . import catalogue
+
+    names = [catalogue.get_variant(v).name for v in args.variants]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="onnx-mobilenets-bench-") as tmp:
+        work = Path(args.work_dir) if args.work_dir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        os.environ["ONNX_MOBILENETS_HOME"] = str(work)  # the start-up test finds the artifacts as cached
+        print(f"measuring the float32 matmul rate on {args.threads} threads...", flush=True)
+        peak = matmul_gflops(args.threads)
+        report = {"machine": machine_info(args.threads), "matmul_gflops": peak, "variants": []}
+        for name in names:
+            print(f"{name}:", flush=True)
+            report["variants"].append(bench_variant(name, work, args.threads, args.rounds, args.round_seconds, peak))
+    report["seconds"] = time.perf_counter() - started
+    table = markdown(report)
+    print()
+    print(table)
+    Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json} ({report['seconds']:.0f} s in all)")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text("# Benchmarks\n\nProduced by `python tools/benchmark.py --markdown docs/benchmarks.md`.\n\n" + table)
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
