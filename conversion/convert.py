@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
 
 from onnx_mobilenets import catalogue
 from onnx_mobilenets._files import atomic_write

@@ -45,11 +45,11 @@ INPUT_NAME = "images"
 BATCH_DIM = "batch"
 PROBABILITY_TOLERANCE = 1e-5
 LOGIT_TOLERANCE = 1e-4
-METADATA_PREFIX = ""  # keys are plain: variant, family, alpha, ...
 
 # The only ops a clean MobileNet graph needs: BatchNorm folded into Conv weights and bias, SAME
-# padding inside the Conv attributes, ReLU6 as Clip, residual Add, the head, one layout Transpose.
-CLEAN_OPS = ("Conv", "Clip", "Add", "GlobalAveragePool", "Squeeze", "Softmax", "Transpose")
+# padding inside the Conv attributes, ReLU6 as Clip, residual Add, the head (pool, squeeze, the
+# logits as Gemm, softmax), one layout Transpose.
+CLEAN_OPS = ("Conv", "Clip", "Add", "GlobalAveragePool", "Squeeze", "Gemm", "Softmax", "Transpose")
 
 
 @dataclass
@@ -365,7 +365,7 @@ def _set_metadata(proto, metadata: dict, weights: Optional[dict]) -> None:
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_PREFIX + key, value
+        entry.key, entry.value = key, value
     doc = f"{metadata['variant']}: MobileNet {metadata['family'].upper()} ImageNet classifier made by onnx-mobilenets."
     if weights and weights.get("random"):
         doc = "UNTRAINED RANDOM WEIGHTS, NOT AN IMAGENET CLASSIFIER (for tests and benchmarks). " + doc

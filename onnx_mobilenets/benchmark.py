@@ -39,8 +39,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="*", default=list(DEFAULT_VARIANTS), metavar="NAME")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every contender (default: all cores)")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per measurement")
-    parser.add_argument("--round-seconds", type=float, default=0.25, help="time per contender per round")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per measurement")
+    parser.add_argument("--round-seconds", type=float, default=0.2, help="time per contender per round")
     parser.add_argument("--json", default="benchmarks.json", help="JSON output (default benchmarks.json)")
     parser.add_argument("--markdown", help="also write a Markdown report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--work-dir", help="where random-weight artifacts are made and kept (default: a temp dir)")
@@ -63,7 +63,10 @@ def main(argv=None) -> int:
 # --- measurement ----------------------------------------------------------------------------------
 
 def _time_calls(fn, seconds):
-    """Per-call times (s) of `fn` over about `seconds`."""
+    """Per-call times (s) of `fn` over about `seconds`, after two untimed calls: the previous
+    contender's thread pool may still be spinning, and caches hold its data, not this one's."""
+    fn()
+    fn()
     times = []
     deadline = time.perf_counter() + seconds
     while True:
@@ -75,22 +78,47 @@ def _time_calls(fn, seconds):
             return times
 
 
-def measure_alternating(contenders: dict, rounds: int, round_seconds: float) -> dict:
-    """{name: [per-call seconds]}, contenders interleaved round by round after a warm-up."""
+SETTLE_SECONDS = 0.2  # TensorFlow's and onnxruntime's idle worker threads keep spinning for a while
+
+
+def measure_alternating(groups, rounds: int, round_seconds: float) -> dict:
+    """{name: [[per-call seconds of round 0], [round 1], ...]} for contenders given as groups of dicts.
+
+    Every round runs every group, and within a group every contender, in a new (seeded) random
+    order, pausing between contenders so the previous one's spinning thread pools are idle. The
+    contenders that are compared with each other sit in one group, so each round measures them
+    seconds apart: their per-round ratio cancels the slow drift of a shared, noisy machine.
+    """
+    import random
+
+    order = random.Random(0)
+    contenders = {name: fn for group in groups for name, fn in group.items()}
     for fn in contenders.values():
         for _ in range(3):
             fn()
     samples = {name: [] for name in contenders}
+    groups = [list(group) for group in groups]
     for _ in range(rounds):
-        for name, fn in contenders.items():
-            samples[name].extend(_time_calls(fn, round_seconds))
+        order.shuffle(groups)
+        for names in groups:
+            order.shuffle(names)
+            for name in names:
+                time.sleep(SETTLE_SECONDS)
+                samples[name].append(_time_calls(contenders[name], round_seconds))
     return samples
 
 
-def summarize(times) -> dict:
+def paired_ratio(samples: dict, numerator: str, denominator: str) -> float:
+    """Median over rounds of the ratio of the two contenders' medians within the round."""
     import numpy as np
 
-    t = np.asarray(times) * 1000
+    return float(np.median([np.median(a) / np.median(b) for a, b in zip(samples[numerator], samples[denominator])]))
+
+
+def summarize(rounds) -> dict:
+    import numpy as np
+
+    t = np.concatenate([np.asarray(r) for r in rounds]) * 1000
     return {"median_ms": float(np.median(t)), "p10_ms": float(np.percentile(t, 10)),
             "p90_ms": float(np.percentile(t, 90)), "calls": int(len(t))}
 
@@ -102,8 +130,8 @@ def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
     n = 1024
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
-    times = measure_alternating({"matmul": lambda: a @ b}, rounds=3, round_seconds=seconds / 3)["matmul"]
-    return 2 * n ** 3 / float(np.median(times)) / 1e9
+    rounds = measure_alternating([{"matmul": lambda: a @ b}], rounds=3, round_seconds=seconds / 3)["matmul"]
+    return 2 * n ** 3 / float(np.median(np.concatenate(rounds))) / 1e9
 
 
 def machine_info(threads: int) -> dict:
@@ -133,9 +161,12 @@ def _session(path, threads):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def keras_applications_onnx(variant, path: Path) -> Path:
-    """keras.applications' MobileNet/MobileNetV2 (random weights) exported with tf2onnx's defaults."""
+def keras_applications_onnx(variant, path: Path, weights_from) -> Path:
+    """keras.applications' MobileNet/MobileNetV2 exported with tf2onnx's defaults, carrying the same
+    weights as `weights_from` (our model), so both graphs compute the same numbers: the comparison
+    is of graphs, not of weight statistics (denormals, for one, cost time)."""
     import keras
+    import numpy as np
     import tensorflow as tf
     import tf2onnx
 
@@ -144,6 +175,12 @@ def keras_applications_onnx(variant, path: Path) -> Path:
         model = keras.applications.MobileNet(input_shape=shape, alpha=variant.alpha, weights=None)
     else:
         model = keras.applications.MobileNetV2(input_shape=shape, alpha=variant.alpha, weights=None)
+    # Both list their weights in the same layer order; only V2's Dense logits are [C, K], not [1, 1, C, K].
+    ours, theirs = weights_from.weights, model.weights
+    if len(ours) != len(theirs) or any(int(np.prod(a.shape)) != int(np.prod(b.shape)) for a, b in zip(ours, theirs)):
+        raise RuntimeError(f"keras.applications' {model.name} does not line up with our {weights_from.name}")
+    for a, b in zip(ours, theirs):
+        b.assign(np.reshape(a.numpy(), b.shape))
     spec = (tf.TensorSpec((None,) + shape, tf.float32, name="input"),)
     try:  # what a user would call first
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec)
@@ -168,14 +205,16 @@ def startup_and_memory(name: str, home: Path, jpeg: Path, repeats: int = 3) -> d
     """In fresh processes: import time, OnnxMobileNet(name) on a cached artifact to the first
     prediction, and the peak resident memory after one prediction."""
     code = (
-        "import time, resource\n"
+        "import time\n"
         "t0 = time.perf_counter()\n"
         "from onnx_mobilenets import OnnxMobileNet\n"
         "t1 = time.perf_counter()\n"
         f"model = OnnxMobileNet({name!r}, providers='cpu')\n"
         f"model.predict({str(jpeg)!r})\n"
         "t2 = time.perf_counter()\n"
-        "print(t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(t1 - t0, t2 - t1, hwm)\n"
     )
     env = dict(os.environ, ONNX_MOBILENETS_HOME=str(home), ONNX_MOBILENETS_OFFLINE="1")
     runs = []
@@ -191,7 +230,6 @@ def startup_and_memory(name: str, home: Path, jpeg: Path, repeats: int = 3) -> d
 
 def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: float, peak_gflops: float) -> dict:
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from . import catalogue
@@ -202,6 +240,8 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
     from .runtime import OnnxMobileNet
 
     variant = catalogue.get_variant(name)
+    model = build_variant(name, weights=None)
+    randomize_weights(model, 0)  # the weights of `convert --random-weights`
     artifacts = work / "artifacts"
     ours = artifacts / f"{name}.onnx"
     if not ours.is_file():
@@ -209,12 +249,10 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
         convert_variant(name, artifacts, random_weights=True)
     theirs = work / f"keras_applications_{name}.onnx"
     if not theirs.is_file():
-        print("  exporting keras.applications with tf2onnx defaults...", flush=True)
-        keras_applications_onnx(variant, theirs)
+        print("  exporting keras.applications (same weights) with tf2onnx defaults...", flush=True)
+        keras_applications_onnx(variant, theirs, model)
     jpeg = sample_jpeg(variant.resolution, work / f"sample_{variant.resolution}.jpg")
 
-    model = build_variant(name, weights=None)
-    randomize_weights(model, 0)
     forward = tf.function(lambda x: model(x, training=False))
     raw, raw_theirs = _session(ours, threads), _session(theirs, threads)
     wrapper = OnnxMobileNet(ours, providers="cpu", threads=threads)
@@ -222,21 +260,24 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
     x1, x32 = parity_inputs(variant.resolution, count=1, seed=3), parity_inputs(variant.resolution, count=32, seed=3)
     t1, t32 = tf.constant(x1), tf.constant(x32)
 
-    contenders = {
+    batch1 = {
         "ort_raw_b1": lambda: raw.run(None, {in_ours: x1}),
         "wrapper_run_b1": lambda: wrapper.run(x1),
         "wrapper_predict_jpeg": lambda: wrapper.predict(jpeg),
         "keras_apps_tf2onnx_b1": lambda: raw_theirs.run(None, {in_theirs: x1}),
         "keras_predict_b1": lambda: model.predict(x1, verbose=0),
         "tf_function_b1": lambda: forward(t1).numpy(),
+    }
+    batch32 = {
         "ort_raw_b32": lambda: raw.run(None, {in_ours: x32}),
         "wrapper_run_b32": lambda: wrapper.run(x32),
         "keras_apps_tf2onnx_b32": lambda: raw_theirs.run(None, {in_theirs: x32}),
         "keras_predict_b32": lambda: model.predict(x32, verbose=0),
         "tf_function_b32": lambda: forward(t32).numpy(),
     }
-    print(f"  measuring {len(contenders)} contenders x {rounds} rounds...", flush=True)
-    results = {k: summarize(v) for k, v in measure_alternating(contenders, rounds, round_seconds).items()}
+    print(f"  measuring {len(batch1) + len(batch32)} contenders x {rounds} rounds...", flush=True)
+    samples = measure_alternating([batch1, batch32], rounds, round_seconds)
+    results = {k: summarize(v) for k, v in samples.items()}
     flops = 2 * variant.macs_millions * 1e6
     for key, stats in results.items():
         batch = 32 if key.endswith("b32") else 1
@@ -244,15 +285,14 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
         stats["fraction_of_matmul_peak"] = flops * batch / (stats["median_ms"] / 1000) / (peak_gflops * 1e9)
     keras.backend.clear_session()
 
-    med = {k: v["median_ms"] for k, v in results.items()}
-    ratios = {
-        "wrapper_run_over_raw_b1": med["wrapper_run_b1"] / med["ort_raw_b1"],
-        "wrapper_run_over_raw_b32": med["wrapper_run_b32"] / med["ort_raw_b32"],
-        "predict_jpeg_over_raw_b1": med["wrapper_predict_jpeg"] / med["ort_raw_b1"],
-        "speed_vs_keras_apps_b1": med["keras_apps_tf2onnx_b1"] / med["ort_raw_b1"],
-        "speed_vs_keras_apps_b32": med["keras_apps_tf2onnx_b32"] / med["ort_raw_b32"],
-        "speedup_vs_keras_predict_b1": med["keras_predict_b1"] / med["ort_raw_b1"],
-        "speedup_vs_tf_function_b1": med["tf_function_b1"] / med["ort_raw_b1"],
+    ratios = {  # each the median over rounds of the within-round ratio (see measure_alternating)
+        "wrapper_run_over_raw_b1": paired_ratio(samples, "wrapper_run_b1", "ort_raw_b1"),
+        "wrapper_run_over_raw_b32": paired_ratio(samples, "wrapper_run_b32", "ort_raw_b32"),
+        "predict_jpeg_over_raw_b1": paired_ratio(samples, "wrapper_predict_jpeg", "ort_raw_b1"),
+        "speed_vs_keras_apps_b1": paired_ratio(samples, "keras_apps_tf2onnx_b1", "ort_raw_b1"),
+        "speed_vs_keras_apps_b32": paired_ratio(samples, "keras_apps_tf2onnx_b32", "ort_raw_b32"),
+        "speedup_vs_keras_predict_b1": paired_ratio(samples, "keras_predict_b1", "ort_raw_b1"),
+        "speedup_vs_tf_function_b1": paired_ratio(samples, "tf_function_b1", "ort_raw_b1"),
         "fraction_of_matmul_peak_b32": results["ort_raw_b32"]["fraction_of_matmul_peak"],
     }
     process = startup_and_memory(name, work, jpeg)
@@ -283,7 +323,9 @@ def markdown(report: dict) -> str:
     names = ["ort_raw_b1", "wrapper_run_b1", "wrapper_predict_jpeg", "keras_apps_tf2onnx_b1", "tf_function_b1",
              "keras_predict_b1", "ort_raw_b32", "wrapper_run_b32", "keras_apps_tf2onnx_b32", "tf_function_b32",
              "keras_predict_b32"]
-    lines.append("Median latency in ms (p10-p90); batch 32 also as images/s and fraction of the matmul rate.")
+    lines.append("Median latency in ms (p10-p90); batch 32 also as images/s and fraction of the matmul rate. "
+                 "Ratios are medians over rounds of within-round ratios (contenders compared with each other "
+                 "run seconds apart, in random order).")
     lines.append("")
     lines.append("| contender | " + " | ".join(v["variant"] for v in report["variants"]) + " |")
     lines.append("|---|" + "---|" * len(report["variants"]))

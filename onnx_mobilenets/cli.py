@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from . import catalogue, download
@@ -96,6 +97,7 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_convert(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not for users
     try:
         from .conversion.convert import convert_variant
         from .conversion.export import DEFAULT_OPSET

@@ -271,7 +271,9 @@ def safe_extract(archive: Path, destination: Path) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
         try:
-            tar.extractall(tmp, members=members, filter="data")
+            # Python's own "data" filter (3.11.4+, 3.10.12+) as a second line of defence.
+            safety = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=members, **safety)
             if destination.exists():
                 shutil.rmtree(destination)
             os.replace(tmp, destination)

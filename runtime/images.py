@@ -29,7 +29,7 @@ def load_image(source, draft_size: Optional[int] = None) -> Image.Image:
     faster). PIL images given by the caller are never modified.
     """
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source) or source)
+        return to_rgb(_upright(source, in_place=False))
     if isinstance(source, np.ndarray):
         return to_rgb(image_from_array(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -72,7 +72,21 @@ def _decode(fp, name: str, draft_size: Optional[int]) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise InvalidImageError(f"{name} could not be decoded (truncated or corrupt?): {e}") from None
-    return ImageOps.exif_transpose(image) or image
+    return _upright(image, in_place=True)
+
+
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+def _upright(image: Image.Image, in_place: bool) -> Image.Image:
+    """Apply the EXIF orientation. Only when there is one to apply: Pillow's exif_transpose copies
+    the whole image even when nothing needs turning. A caller's image is never modified."""
+    if image.getexif().get(_ORIENTATION, 1) in (1, None):
+        return image
+    if in_place:
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def image_from_array(array: np.ndarray) -> Image.Image:

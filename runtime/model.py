@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -165,7 +162,10 @@ class OnnxMobileNet:
             self._session.run([self._output_name], {self._input_name: batch[i: i + self.batch_size]})[0]
             for i in range(0, len(batch), self.batch_size)
         ]
-        result = np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
+        if len(outputs) == 1:
+            result = outputs[0]
+        else:
+            result = np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
         if self._drop_background:
             result = result[:, 1:]
         if self._output_is_logits or self._drop_background:
@@ -177,6 +177,8 @@ class OnnxMobileNet:
         items, _ = _as_list(images)
         chunks = [self.run(self._preprocess_list(items[i: i + self.batch_size]))
                   for i in range(0, len(items), self.batch_size)]
+        if len(chunks) == 1:
+            return chunks[0]
         return np.concatenate(chunks) if chunks else np.zeros((0, 1000), np.float32)
 
     def predict(self, images, top: int = 5):

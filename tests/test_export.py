@@ -12,7 +12,6 @@ from onnx_mobilenets import ConversionError, get_variant
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.conversion import build_variant
 from onnx_mobilenets.conversion import export as export_module
-from onnx_mobilenets.conversion.convert import convert_variant
 from onnx_mobilenets.conversion.export import check_clean_graph, check_structure, export_onnx, node_census
 from onnx_mobilenets.conversion.weights import randomize_weights
 from onnx_mobilenets.labels import imagenet_classes
@@ -103,8 +102,8 @@ def test_random_weight_exports_pass_every_gate(tmp_path, name, options):
     assert census == report.census
     assert census.get("Transpose", 0) == (0 if nchw else 1)
     assert not {"BatchNormalization", "Pad", "Identity", "Dropout", "Mul", "Reshape"} & set(census)
-    assert census["GlobalAveragePool"] == 1 and census["Squeeze"] == 1
-    assert census["Conv"] == (28 if variant.family == "v1" else 53)
+    assert census["GlobalAveragePool"] == 1 and census["Squeeze"] == 1 and census["Gemm"] == 1
+    assert census["Conv"] == (27 if variant.family == "v1" else 52)
     assert census["Clip"] == (27 if variant.family == "v1" else 35)
     assert ("Softmax" in census) != logits
     for node in proto.graph.node:
@@ -137,8 +136,8 @@ def test_tampered_weight_is_caught_by_the_parity_gate(tmp_path, monkeypatch):
         real_simplify(proto)
         from onnx import numpy_helper
 
-        logits_conv = [n for n in proto.graph.node if n.op_type == "Conv"][-1]
-        init = next(i for i in proto.graph.initializer if i.name == logits_conv.input[2])
+        logits_gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+        init = next(i for i in proto.graph.initializer if i.name == logits_gemm.input[2])
         bias = numpy_helper.to_array(init).copy()
         bias[123] += 0.01  # one number of one layer: class 123's logit moves by 0.01
         init.CopyFrom(numpy_helper.from_array(bias, init.name))
@@ -207,7 +206,7 @@ def test_convert_command(tmp_path, fixtures, capsys):
     out = tmp_path / "out"
     assert cli(["convert", "mobilenet_v1_0.25_128", "--random-weights", "--output", str(out), "--opset", "15", "--nchw"]) == 0
     printed = capsys.readouterr().out
-    assert "gates passed" in printed and "nodes: Clip 27, Conv 28" in printed and "RANDOM WEIGHTS" in printed
+    assert "gates passed" in printed and "nodes: Clip 27, Conv 27, Gemm 1" in printed and "RANDOM WEIGHTS" in printed
     meta = _metadata(out / "mobilenet_v1_0.25_128.onnx")
     assert json.loads(meta["weights"])["warning"].startswith("UNTRAINED RANDOM WEIGHTS")
     entry = json.loads((out / "manifest.json").read_text())["artifacts"]["mobilenet_v1_0.25_128"]

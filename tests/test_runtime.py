@@ -1,12 +1,10 @@
 """OnnxMobileNet: predictions on the fixture artifacts, every kind of input, bad input, threads,
 providers (CUDA mocked), name resolution, and the predict/list/doctor commands."""
 
-import io
 import json
 import shutil
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

@@ -1,0 +1,38 @@
+"""The benchmark tool runs end to end (on a small variant, few rounds) and its JSON holds every
+figure the targets are stated in. Speed itself is judged from docs/benchmarks.md, not here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+
+
+def test_benchmark_tool_produces_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "mobilenet_v1_0.25_128", "--rounds", "1", "--round-seconds", "0.01",
+         "--threads", "1", "--json", str(out), "--markdown", str(tmp_path / "bench.md"), "--work-dir", str(tmp_path / "w")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["machine"]["threads"] == 1 and report["matmul_gflops"] > 0
+    (variant,) = report["variants"]
+    assert variant["variant"] == "mobilenet_v1_0.25_128"
+    expected = {"ort_raw_b1", "ort_raw_b32", "wrapper_run_b1", "wrapper_run_b32", "wrapper_predict_jpeg",
+                "keras_predict_b1", "keras_predict_b32", "tf_function_b1", "tf_function_b32",
+                "keras_apps_tf2onnx_b1", "keras_apps_tf2onnx_b32"}
+    assert set(variant["contenders"]) == expected
+    for stats in variant["contenders"].values():
+        assert 0 < stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+        assert stats["fraction_of_matmul_peak"] > 0
+    assert set(variant["ratios"]) == {
+        "wrapper_run_over_raw_b1", "wrapper_run_over_raw_b32", "predict_jpeg_over_raw_b1", "speed_vs_keras_apps_b1",
+        "speed_vs_keras_apps_b32", "speedup_vs_keras_predict_b1", "speedup_vs_tf_function_b1",
+        "fraction_of_matmul_peak_b32"}
+    process = variant["process"]
+    assert 0 < process["first_prediction_s"] < 30 and 10 < process["peak_rss_mb"] < 4000
+    table = (tmp_path / "bench.md").read_text()
+    assert "| ort_raw_b1 |" in table and "| peak_rss_mb |" in table
