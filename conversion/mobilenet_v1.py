@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import keras
-
 from . import layers as L
-from .checkpoint import load_slim_checkpoint
-from .weights import catalogue_variant_for
+from .weights import finish_model, model_input
 
 NET = "MobilenetV1"
 STEM_SCOPE = f"{NET}/Conv2d_0"
@@ -49,21 +46,12 @@ def MobileNet(
     probabilities over `classes` (1000: ImageNet without slim's background class; 1001: slim's own),
     or logits with ``classifier_activation=None``.
     """
-    L.validate_positive("alpha", alpha)
     L.validate_positive("depth_multiplier", depth_multiplier, integer=True)
-    variant = catalogue_variant_for(weights, "v1", alpha)
-    if input_shape is None and variant is not None:
-        input_shape = variant.input_shape
-    input_shape = L.validate_common(input_shape, include_top, pooling, classes, classifier_activation, weights)
-
-    inputs = keras.Input(shape=input_shape, name="images")
+    inputs = model_input("v1", alpha, input_shape, include_top, pooling, classes, classifier_activation, weights)
     x = L.conv_bn(inputs, v1_stem_width(alpha), 3, 2, STEM_SCOPE)
     for i, (depth, stride) in enumerate(SEPARABLE_LAYERS, start=1):
         x = L.depthwise_bn(x, stride, depth_multiplier, f"{NET}/Conv2d_{i}_depthwise")
         x = L.conv_bn(x, v1_width(depth, alpha), 1, 1, f"{NET}/Conv2d_{i}_pointwise")
     x = L.head(x, NET, include_top, pooling, classes, dropout, classifier_activation)
 
-    model = keras.Model(inputs, x, name=name or f"mobilenet_v1_{alpha}_{input_shape[0]}")
-    if weights is not None:
-        model.checkpoint_report = load_slim_checkpoint(model, weights, weights_source)
-    return model
+    return finish_model(inputs, x, name or f"mobilenet_v1_{alpha}_{inputs.shape[1]}", weights, weights_source)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 
 from . import layers as L
-from .checkpoint import load_slim_checkpoint
-from .weights import catalogue_variant_for
+from .weights import finish_model, model_input
 
 NET = "MobilenetV2"
 STEM_SCOPE = f"{NET}/Conv"
@@ -83,15 +82,9 @@ def MobileNetV2(
     published model), `depth_multiplier` the channel multiplier of the depthwise convolutions.
     `weights`, `classes` and `classifier_activation` work as in `MobileNet`.
     """
-    L.validate_positive("alpha", alpha)
     L.validate_positive("expansion_factor", expansion_factor)
     L.validate_positive("depth_multiplier", depth_multiplier, integer=True)
-    variant = catalogue_variant_for(weights, "v2", alpha)
-    if input_shape is None and variant is not None:
-        input_shape = variant.input_shape
-    input_shape = L.validate_common(input_shape, include_top, pooling, classes, classifier_activation, weights)
-
-    inputs = keras.Input(shape=input_shape, name="images")
+    inputs = model_input("v2", alpha, input_shape, include_top, pooling, classes, classifier_activation, weights)
     x = L.conv_bn(inputs, v2_stem_width(alpha), 3, 2, STEM_SCOPE)
     index = 0
     for t, c, n, s in BLOCKS:
@@ -103,7 +96,4 @@ def MobileNetV2(
     x = L.conv_bn(x, v2_head_width(alpha), 1, 1, HEAD_SCOPE)
     x = L.head(x, NET, include_top, pooling, classes, dropout, classifier_activation)
 
-    model = keras.Model(inputs, x, name=name or f"mobilenet_v2_{alpha}_{input_shape[0]}")
-    if weights is not None:
-        model.checkpoint_report = load_slim_checkpoint(model, weights, weights_source)
-    return model
+    return finish_model(inputs, x, name or f"mobilenet_v2_{alpha}_{inputs.shape[1]}", weights, weights_source)

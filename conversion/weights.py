@@ -1,10 +1,38 @@
-"""The `weights=` argument of the model builders: None, a catalogue name, or a local checkpoint."""
+"""What the two model builders share around the architecture: argument checks, the input, and
+the `weights=` argument (None, a catalogue name, or a local checkpoint); plus random weights."""
 
 from __future__ import annotations
 
 import os
 
 from onnx_mobilenets import catalogue
+
+from . import layers as L
+
+
+def model_input(family: str, alpha, input_shape, include_top, pooling, classes, classifier_activation, weights):
+    """Check the shared arguments and return the Keras input; without `input_shape`, a catalogue
+    name in `weights` gives its variant's resolution (else 224)."""
+    import keras
+
+    L.validate_positive("alpha", alpha)
+    variant = catalogue_variant_for(weights, family, alpha)
+    if input_shape is None and variant is not None:
+        input_shape = variant.input_shape
+    input_shape = L.validate_common(input_shape, include_top, pooling, classes, classifier_activation, weights)
+    return keras.Input(shape=input_shape, name="images")
+
+
+def finish_model(inputs, outputs, name: str, weights, weights_source: str):
+    """The Keras model, with the slim checkpoint loaded when `weights` names one."""
+    import keras
+
+    from .checkpoint import load_slim_checkpoint
+
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        model.checkpoint_report = load_slim_checkpoint(model, weights, weights_source)
+    return model
 
 
 def catalogue_variant_for(weights, family: str, alpha: float):

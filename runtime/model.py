@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -102,6 +103,9 @@ class OnnxMobileNet:
             raise InvalidModelError(f"{self.path} does not carry the 1000 ImageNet labels")
         self._labels = tuple((str(w), str(l)) for w, l in labels)
         self._drop_background = classes == 1001
+        if json.loads(meta.get("weights", "{}")).get("random"):
+            warnings.warn(f"{self.path} carries UNTRAINED RANDOM WEIGHTS (made for tests and benchmarks): "
+                          "its predictions mean nothing", stacklevel=3)
 
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:

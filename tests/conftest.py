@@ -17,6 +17,19 @@ IMAGES = ("elephant.jpg", "cheetah.jpg")
 PROBABILITY_TOLERANCE = 0.02
 
 
+# Python source that makes TensorFlow, tf2onnx, onnx and Keras unimportable, as if only the runtime
+# (onnxruntime, NumPy, Pillow) were installed; prepended to code run in a subprocess.
+WITHOUT_TENSORFLOW = (
+    "import sys\n"
+    "HEAVY = ('tensorflow', 'tf2onnx', 'onnx', 'keras')\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in HEAVY:\n"
+    "            raise ImportError('blocked: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
 def fixtures_dir() -> Path:
     """ONNX_MOBILENETS_FIXTURES, else ../shared/fixtures beside the repository root."""
     path = Path(os.environ.get("ONNX_MOBILENETS_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from conftest import WITHOUT_TENSORFLOW
 from onnx_mobilenets import ALIASES, get_variant, list_variants
 
 
@@ -48,17 +49,11 @@ def test_unknown_name_lists_close_matches():
 
 def test_import_works_without_tensorflow():
     """`import onnx_mobilenets` must not need (or load) TensorFlow, tf2onnx or onnx."""
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    code = WITHOUT_TENSORFLOW + (
         "import onnx_mobilenets\n"
         "from onnx_mobilenets import get_variant, list_variants\n"
         "assert len(list_variants()) == 38\n"
-        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras')]\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in HEAVY]\n"
         "assert not heavy, heavy\n"
         "print('ok')\n"
     )

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches
+from conftest import FIXTURE_NAMES, IMAGES, WITHOUT_TENSORFLOW, assert_top5_matches
 from onnx_mobilenets import (ChecksumError, InvalidImageError, InvalidModelError, ModelNotFoundError, OnnxMobileNet,
                              Prediction, ProviderError)
 from onnx_mobilenets.cli import main as cli
@@ -308,17 +308,11 @@ def test_both_onnxruntime_wheels_are_detected(monkeypatch):
 
 def test_runtime_imports_no_tensorflow(fixture_artifacts, fixtures):
     out, _ = fixture_artifacts
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    code = WITHOUT_TENSORFLOW + (
         "from onnx_mobilenets import OnnxMobileNet\n"
         f"model = OnnxMobileNet({str(out / 'mobilenet_v2_1.0_224.onnx')!r})\n"
         f"print(model.predict({str(fixtures / 'images' / 'cheetah.jpg')!r})[0].label)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)\n"
         "print(heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -408,3 +402,11 @@ def test_gpu_check_script_runs_its_comparison(fixture_artifacts, tmp_path):
                              capture_output=True, text=True)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert no_cuda.returncode == 2 and "CUDA" in no_cuda.stderr
+
+
+def test_random_weight_artifacts_warn_loudly(tmp_path):
+    from onnx_mobilenets.conversion.convert import convert_variant
+
+    convert_variant("mobilenet_v1_0.25_128", tmp_path, random_weights=True)
+    with pytest.warns(UserWarning, match="UNTRAINED RANDOM WEIGHTS"):
+        OnnxMobileNet(tmp_path / "mobilenet_v1_0.25_128.onnx", providers="cpu")

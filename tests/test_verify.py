@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from conftest import WITHOUT_TENSORFLOW
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.download import cache_dir
 from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, parity_inputs, parity_pixels
@@ -100,13 +101,7 @@ def test_verify_runs_without_tensorflow(fixture_artifacts, tmp_path):
     """Offline, with TensorFlow, tf2onnx, onnx and keras unimportable: golden outputs are the reference."""
     out, _ = fixture_artifacts
     bad = _tampered(out / "mobilenet_v1_0.25_128.onnx", tmp_path / "bad.onnx", "weight")
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    code = WITHOUT_TENSORFLOW + (
         "from onnx_mobilenets.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
