@@ -28,7 +28,8 @@ from onnx_mobilenets import __version__, catalogue
 from onnx_mobilenets._files import atomic_write
 from onnx_mobilenets.errors import ConversionError
 from onnx_mobilenets.labels import imagenet_classes
-from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, parity_inputs
+from onnx_mobilenets.parity import (GOLDEN_COUNT, GOLDEN_SEED, LOGIT_TOLERANCE, PROBABILITY_TOLERANCE, agreement,
+                                    parity_inputs, softmax)
 
 from .graph import simplify as simplify_graph
 from .layers import layer_name
@@ -43,8 +44,6 @@ MAX_OPSET = 18  # the newest tf2onnx 1.16/1.17 can target
 
 INPUT_NAME = "images"
 BATCH_DIM = "batch"
-PROBABILITY_TOLERANCE = 1e-5
-LOGIT_TOLERANCE = 1e-4
 
 # The only ops a clean MobileNet graph needs: BatchNorm folded into Conv weights and bias, SAME
 # padding inside the Conv attributes, ReLU6 as Clip, residual Add, the head (pool, squeeze, the
@@ -265,13 +264,13 @@ def check_parity(model, logits_model, proto, output: str, nchw: bool, resolution
             raise ValueError(f"parity images must be (N, {resolution}, {resolution}, 3), got {images.shape}")
         inputs = np.concatenate([inputs, images])
     keras_logits = np.asarray(logits_model(inputs, training=False), np.float64)
-    keras_probs = _softmax(keras_logits)
+    keras_probs = softmax(keras_logits)
 
     # Expose the logits (the Softmax input) as a second output of a validation copy.
     probe = copy.deepcopy(proto)
     if output == "probabilities":
-        softmax = next(n for n in probe.graph.node if output in n.output)
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None))
+        softmax_node = next(n for n in probe.graph.node if output in n.output)
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(softmax_node.input[0], onnx.TensorProto.FLOAT, None))
     session = _session(probe.SerializeToString())
     feed = np.transpose(inputs, (0, 3, 1, 2)) if nchw else inputs
     results = session.run(None, {INPUT_NAME: np.ascontiguousarray(feed)})
@@ -279,7 +278,7 @@ def check_parity(model, logits_model, proto, output: str, nchw: bool, resolution
         onnx_probs, onnx_logits = (np.asarray(r, np.float64) for r in results)
     else:
         onnx_logits = np.asarray(results[0], np.float64)
-        onnx_probs = _softmax(onnx_logits)
+        onnx_probs = softmax(onnx_logits)
 
     numbers = compare_outputs(keras_probs, keras_logits, onnx_probs, onnx_logits, gate="parity")
     reference = keras_probs if output == "probabilities" else keras_logits
@@ -287,21 +286,14 @@ def check_parity(model, logits_model, proto, output: str, nchw: bool, resolution
 
 
 def compare_outputs(ref_probs, ref_logits, probs, logits, gate="parity") -> dict:
-    """The parity numbers, raising ConversionError(gate) when a tolerance is exceeded.
-
-    Top-1 must agree except where the reference itself cannot tell its two best classes apart
-    (their probabilities closer than the tolerance): then either answer is right.
-    """
-    prob_diff = float(np.abs(ref_probs - probs).max())
-    logit_diff = float(np.abs(ref_logits - logits).max()) if ref_logits is not None else None
-    ref_top2 = np.sort(ref_probs, axis=1)[:, -2:]
-    ambiguous = (ref_top2[:, 1] - ref_top2[:, 0]) < PROBABILITY_TOLERANCE
-    same_top1 = np.argmax(ref_probs, axis=1) == np.argmax(probs, axis=1)
+    """The parity numbers, raising ConversionError(gate) when a tolerance is exceeded."""
+    prob_diff, top1, mismatches = agreement(ref_probs, probs, PROBABILITY_TOLERANCE)
+    logit_diff = agreement(ref_logits, logits, LOGIT_TOLERANCE)[0] if ref_logits is not None else None
     numbers = {
         "inputs": int(len(ref_probs)),
         "max_abs_diff_probabilities": prob_diff,
         "max_abs_diff_logits": logit_diff,
-        "top1_agreement": float(np.mean(same_top1)),
+        "top1_agreement": top1,
         "tolerance_probabilities": PROBABILITY_TOLERANCE,
         "tolerance_logits": LOGIT_TOLERANCE,
     }
@@ -310,17 +302,11 @@ def compare_outputs(ref_probs, ref_logits, probs, logits, gate="parity") -> dict
         problems.append(f"max |probability difference| {prob_diff:.3g} > {PROBABILITY_TOLERANCE}")
     if logit_diff is not None and not logit_diff <= LOGIT_TOLERANCE:
         problems.append(f"max |logit difference| {logit_diff:.3g} > {LOGIT_TOLERANCE}")
-    if not np.all(same_top1 | ambiguous):
-        problems.append(f"top-1 differs on inputs {np.flatnonzero(~(same_top1 | ambiguous)).tolist()}")
+    if mismatches:
+        problems.append(f"top-1 differs on inputs {mismatches}")
     if problems:
         raise ConversionError(gate, "; ".join(problems) + f" over {len(ref_probs)} inputs")
     return numbers
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def artifact_metadata(model, variant, weights, opset, output, layout, resolution, parity, golden) -> dict:

@@ -12,10 +12,11 @@ from . import catalogue, download
 
 
 def _cmd_list(args) -> int:
-    artifacts = download.cache_dir() / "artifacts"
+    from .runtime.artifacts import cached_artifact
+
     rows = [("name", "family", "alpha", "res", "top-1", "top-5", "MMACs", "Mparams", "ckpt sha256", "cached")]
     for v in catalogue.list_variants(args.family):
-        cached = (artifacts / f"{v.name}.onnx").is_file()
+        cached = cached_artifact(v.name).is_file()
         rows.append((v.name, v.family, str(v.alpha), str(v.resolution), f"{v.top1:.1f}", f"{v.top5:.1f}",
                      str(v.macs_millions), f"{v.params_millions:.2f}", "published" if v.checkpoint_sha256 else "-",
                      "onnx" if cached else "-"))

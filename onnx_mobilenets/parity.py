@@ -1,4 +1,4 @@
-"""The deterministic input set used for parity checks and golden outputs.
+"""Parity checks' shared parts: the deterministic input set, the tolerances, the comparison.
 
 `parity_inputs(resolution)` makes the same batch on any machine from NumPy and Pillow alone, so the
 converter can record the model's outputs on it and any runtime anywhere can check itself against
@@ -14,6 +14,28 @@ from PIL import Image
 
 GOLDEN_SEED = 20181
 GOLDEN_COUNT = 8
+
+# What "computes the same" means, for the conversion gate and for `verify` alike.
+PROBABILITY_TOLERANCE = 1e-5
+LOGIT_TOLERANCE = 1e-4
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, classes) logits, in their own dtype."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def agreement(reference: np.ndarray, outputs: np.ndarray, tolerance: float) -> tuple:
+    """(max abs difference, top-1 agreement, top-1 mismatches that count) of `outputs` against
+    `reference`, both (N, classes). A top-1 mismatch does not count where the reference itself
+    cannot tell its two best classes apart (closer than `tolerance`): either answer is right."""
+    diff = float(np.abs(np.asarray(reference, np.float64) - outputs).max())
+    best_two = np.sort(reference, axis=1)[:, -2:]
+    ambiguous = (best_two[:, 1] - best_two[:, 0]) < tolerance
+    same = np.argmax(reference, axis=1) == np.argmax(outputs, axis=1)
+    return diff, float(np.mean(same)), np.flatnonzero(~(same | ambiguous)).tolist()
 
 
 def parity_pixels(resolution: int, count: int = GOLDEN_COUNT, seed: int = GOLDEN_SEED) -> np.ndarray:

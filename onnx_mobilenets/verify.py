@@ -18,12 +18,9 @@ from typing import Optional
 
 import numpy as np
 
-from .parity import parity_inputs
+from .parity import LOGIT_TOLERANCE, PROBABILITY_TOLERANCE, agreement, parity_inputs
 
 logger = logging.getLogger(__name__)
-
-PROBABILITY_TOLERANCE = 1e-5
-LOGIT_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -92,12 +89,10 @@ def runtimes_here() -> list:
 
 
 def compare(reference: np.ndarray, outputs: np.ndarray, kind: str) -> tuple:
+    """(max abs difference, top-1 agreement, passed) with the conversion gate's tolerances."""
     tolerance = LOGIT_TOLERANCE if kind == "logits" else PROBABILITY_TOLERANCE
-    diff = float(np.abs(reference.astype(np.float64) - outputs).max())
-    ref_sorted = np.sort(reference, axis=1)
-    ambiguous = (ref_sorted[:, -1] - ref_sorted[:, -2]) < tolerance  # the reference cannot tell its top two apart
-    same = reference.argmax(1) == outputs.argmax(1)
-    return diff, float(same.mean()), diff <= tolerance and bool(np.all(same | ambiguous))
+    diff, top1, mismatches = agreement(reference, outputs, tolerance)
+    return diff, top1, diff <= tolerance and not mismatches
 
 
 def verify_artifact(path: Path, use_keras: bool = True) -> list:

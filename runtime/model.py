@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnx_mobilenets.errors import InvalidModelError
+from onnx_mobilenets.parity import softmax
 
 from .artifacts import resolve_model
 from .images import load_image
@@ -173,7 +174,7 @@ class OnnxMobileNet:
         if self._drop_background:
             result = result[:, 1:]
         if self._output_is_logits or self._drop_background:
-            result = _softmax(result)
+            result = softmax(result)
         return result
 
     def predict_proba(self, images) -> np.ndarray:
@@ -207,9 +208,3 @@ def _as_list(images):
     if isinstance(images, np.ndarray) and images.ndim == 4:
         return list(images), False
     return [images], True
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
