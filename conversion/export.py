@@ -40,7 +40,13 @@ logger = logging.getLogger(__name__)
 # MobileNet needs has been stable since opset 13; newer opsets add nothing it uses.
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
-MAX_OPSET = 18  # the newest tf2onnx 1.16/1.17 can target
+
+
+def newest_opset() -> int:
+    """The newest opset the installed tf2onnx can target (18 for tf2onnx 1.16 and 1.17)."""
+    from tf2onnx import constants
+
+    return max(constants.OPSET_TO_IR_VERSION)
 
 INPUT_NAME = "images"
 BATCH_DIM = "batch"
@@ -84,8 +90,10 @@ def export_onnx(
     """
     import onnx
 
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    newest = newest_opset()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {newest} (what this tf2onnx supports), "
+                         f"got {opset!r}")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the output path must end in .onnx, got {path}")

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every catalogue variant")
     p.add_argument("--checkpoint", help="local slim checkpoint (tarball, folder or prefix) instead of the official one")
     p.add_argument("--output", default="artifacts", help="output folder (default: artifacts)")
-    p.add_argument("--opset", type=int, help="ONNX opset, 13..18 (default 17)")
+    p.add_argument("--opset", type=int, help="ONNX opset, 13 to the newest tf2onnx supports (default 17)")
     p.add_argument("--weights-source", choices=("ema", "raw"), default="ema")
     p.add_argument("--logits", action="store_true", help="output logits instead of probabilities")
     p.add_argument("--nchw", action="store_true", help="take NCHW input instead of NHWC")
