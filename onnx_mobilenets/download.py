@@ -94,7 +94,7 @@ def fetch(
     target = cache_dir() / subdir / filename
 
     if target.is_file():
-        if _cached_copy_is_valid(target, sha256):
+        if verify_cached(target, sha256):
             logger.debug("using cached %s", target)
             return target
         logger.warning("cached %s does not match its checksum; removing it and downloading again", target)
@@ -135,10 +135,22 @@ def fetch(
     return target
 
 
-def verify_cached(path: Path) -> bool:
-    """True if `path` still matches the SHA-256 recorded beside it (or nothing was recorded)."""
-    sidecar = _sidecar(path)
-    return not sidecar.is_file() or sha256_of(path) == sidecar.read_text().strip().lower()
+def verify_cached(path: Path, sha256: Optional[str] = None) -> bool:
+    """True if the cached `path` matches `sha256`, or without one the SHA-256 recorded beside it.
+
+    A file with neither (placed in the cache by hand) is trusted once: its hash is recorded, so
+    later corruption is caught, and a warning says it could not be verified.
+    """
+    expected = sha256
+    if expected is None:
+        sidecar = _sidecar(path)
+        if not sidecar.is_file():
+            actual = sha256_of(path)
+            sidecar.write_text(actual + "\n")
+            logger.warning("%s has no known checksum and could not be verified (SHA-256 %s)", path, actual)
+            return True
+        expected = sidecar.read_text().strip()
+    return sha256_of(path) == expected.lower()
 
 
 def record_sha256(path: Path, sha256: str) -> None:
@@ -162,20 +174,6 @@ def read_bytes(location: str) -> bytes:
         raise DownloadError(f"fetching {location} failed: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"fetching {location} failed: {e}") from e
-
-
-def _cached_copy_is_valid(path: Path, sha256: Optional[str]) -> bool:
-    expected = sha256
-    if expected is None:
-        sidecar = _sidecar(path)
-        if not sidecar.is_file():
-            # A file placed in the cache by hand: record what we found and say it is unverified.
-            actual = sha256_of(path)
-            sidecar.write_text(actual + "\n")
-            logger.warning("%s has no published checksum and could not be verified (SHA-256 %s)", path, actual)
-            return True
-        expected = sidecar.read_text().strip()
-    return sha256_of(path) == expected.lower()
 
 
 def _sidecar(path: Path) -> Path:
