@@ -149,7 +149,10 @@ class OnnxMobileNet:
     def _preprocess_list(self, items) -> np.ndarray:
         draft = draft_size(self._resolution, self._contract) if self.jpeg_draft else None
         arrays = [image_to_array(load_image(item, draft), self._resolution, self._contract) for item in items]
-        batch = np.stack(arrays) if arrays else np.zeros((0, self._resolution, self._resolution, 3), np.float32)
+        if len(arrays) == 1:
+            batch = arrays[0][np.newaxis]  # a view: no copy for the common single image
+        else:
+            batch = np.stack(arrays) if arrays else np.zeros((0, self._resolution, self._resolution, 3), np.float32)
         if self._contract.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         return batch

@@ -57,5 +57,7 @@ def image_to_array(image: Image.Image, resolution: int, contract: Preprocessing)
     # Crop first, then resize: resizing with a `box` would let the filter read pixels outside it.
     cropped = image.crop(crop_box(image.width, image.height, contract.crop_fraction))
     resized = cropped.resize((resolution, resolution), _RESAMPLE[contract.resize])
-    array = np.asarray(resized, dtype=np.float32)
-    return array * np.float32(contract.scale) + np.float32(contract.offset)
+    array = np.asarray(resized, dtype=np.float32)  # a new array: scaled in place, no temporaries
+    array *= np.float32(contract.scale)
+    array += np.float32(contract.offset)
+    return array
