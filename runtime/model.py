@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import onnxruntime as ort
 
-from onnx_mobilenets.errors import InvalidModelError
+from onnx_mobilenets.errors import InvalidModelError, ProviderError
 from onnx_mobilenets.parity import softmax
 
 from .artifacts import resolve_model
@@ -69,15 +69,15 @@ class OnnxMobileNet:
             options.intra_op_num_threads = threads
         if graph_optimization_level is not None:
             options.graph_optimization_level = graph_optimization_level
-        options.log_severity_level = min(options.log_severity_level, 3)
         try:
             data = self.path.read_bytes()
         except OSError as e:
             raise InvalidModelError(f"cannot read {self.path}: {e}") from e
         try:
             self._session = create_session(data, providers, device_id, options)
-        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.NotImplemented) as e:
+        except (ProviderError, ValueError):  # the caller's provider choice: already a clear message
+            raise
+        except Exception as e:  # onnxruntime's own exception types differ between versions
             raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
         self._read_metadata()
 
