@@ -113,3 +113,22 @@ def test_verify_runs_without_tensorflow(fixture_artifacts, tmp_path):
     failing = subprocess.run(env_cmd + [str(bad)], capture_output=True, text=True,
                              env={"ONNX_MOBILENETS_OFFLINE": "1", "PATH": ""})
     assert failing.returncode == 1 and "FAIL" in failing.stdout
+
+
+def test_verify_falls_back_to_golden_when_the_checkpoint_cannot_be_had(fixture_artifacts, tmp_path, monkeypatch, capsys):
+    """An artifact made from the official checkpoint, verified offline with TensorFlow installed: the
+    Keras reference cannot be rebuilt, which is said in its row; the runtimes are checked against
+    the golden outputs."""
+    out, _ = fixture_artifacts
+    model = onnx.load(str(out / "mobilenet_v1_0.25_128.onnx"))
+    entry = next(p for p in model.metadata_props if p.key == "weights")
+    weights = json.loads(entry.value)
+    weights["source"] = "https://storage.googleapis.com/example/mobilenet_v1_0.25_128.tgz"
+    entry.value = json.dumps(weights)
+    official = tmp_path / "official.onnx"
+    onnx.save(model, str(official))
+    monkeypatch.setenv("ONNX_MOBILENETS_OFFLINE", "1")
+    assert cli(["verify", str(official)]) == 0
+    table = capsys.readouterr().out
+    assert "| keras | golden | - | - | PASS (skipped:" in table and "OFFLINE" in table
+    assert "| mobilenet_v1_0.25_128 | onnxruntime-CPU | golden |" in table
