@@ -14,6 +14,7 @@ Environment:
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -159,21 +160,14 @@ def record_sha256(path: Path, sha256: str) -> None:
 
 def read_bytes(location: str) -> bytes:
     """The whole (small) file at a URL or local path, not cached: for manifests."""
-    if "://" not in location:
-        path = Path(location).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-        return path.read_bytes()
-    if is_offline():
+    if "://" not in location and not Path(location).expanduser().is_file():
+        raise FileNotFoundError(f"{location} does not exist")
+    if "://" in location and is_offline():
         raise OfflineError(f"ONNX_MOBILENETS_OFFLINE=1 forbids fetching {location}")
-    try:
-        with urllib.request.urlopen(urllib.request.Request(location, headers={"User-Agent": "onnx-mobilenets"}),
-                                    timeout=_TIMEOUT_S) as response:
-            return response.read()
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"fetching {location} failed: HTTP {e.code} {e.reason}") from e
-    except (urllib.error.URLError, OSError) as e:
-        raise DownloadError(f"fetching {location} failed: {e}") from e
+    buffer = io.BytesIO()
+    _copy_from_source(str(Path(location).expanduser()) if "://" not in location else location, buffer,
+                      location.rsplit("/", 1)[-1], progress=False)
+    return buffer.getvalue()
 
 
 def _sidecar(path: Path) -> Path:

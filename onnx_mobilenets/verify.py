@@ -66,15 +66,19 @@ def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
     return np.asarray(network(inputs, training=False), np.float32)
 
 
-def runtime_outputs(path: Path, provider: str, inputs: np.ndarray, layout: str) -> tuple:
-    """(outputs, bound provider name) of the raw artifact on one onnxruntime provider."""
+def open_session(path: Path, provider: str):
+    """A session on the raw artifact on one onnxruntime provider (checked to really bind)."""
     import onnxruntime as ort
 
     from .runtime.providers import create_session
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = create_session(str(path), provider, session_options=options)
+    return create_session(str(path), provider, session_options=options)
+
+
+def runtime_outputs(session, inputs: np.ndarray, layout: str) -> tuple:
+    """(outputs, bound provider name) of `session` on the NHWC `inputs`."""
     feed = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)) if layout == "NCHW" else inputs
     name = session.get_inputs()[0].name
     return session.run(None, {name: feed})[0], session.get_providers()[0]
@@ -96,12 +100,9 @@ def compare(reference: np.ndarray, outputs: np.ndarray, kind: str) -> tuple:
 
 def verify_artifact(path: Path, use_keras: bool = True) -> list:
     """Rows for one artifact: each runtime here against the reference, plus Keras against the golden record."""
-    import onnxruntime as ort
-
     path = Path(path)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    meta = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    cpu = open_session(path, "cpu")  # reads the metadata, then runs the CPU row
+    meta = cpu.get_modelmeta().custom_metadata_map
     if "golden" not in meta or "variant" not in meta:
         raise ValueError(f"{path} carries no golden outputs: not an artifact made by onnx-mobilenets")
     name = meta["variant"]
@@ -121,7 +122,8 @@ def verify_artifact(path: Path, use_keras: bool = True) -> list:
             rows.append(VerifyRow(name, "keras", "golden", diff, top1, ok))
     for provider in runtimes_here():
         try:
-            outputs, bound = runtime_outputs(path, provider, inputs, layout)
+            session = cpu if provider == "cpu" else open_session(path, provider)
+            outputs, bound = runtime_outputs(session, inputs, layout)
         except Exception as e:  # a provider that cannot run here is a failed row, not a crash
             rows.append(VerifyRow(name, f"onnxruntime-{provider.upper()}", reference_name, None, None, False,
                                   f"could not run: {str(e).splitlines()[0][:120]}"))
