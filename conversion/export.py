@@ -7,7 +7,8 @@ Gates, in order: checker (`onnx.checker.check_model(full_check=True)`), shapes (
 inference, every shape known except the symbolic `batch`), opset (only the default domain, imported
 at exactly the requested opset, no op newer than it), graph (BatchNorm folded, SAME padding in the
 Conv nodes, at most one Transpose, no Identity/Dropout), runtime (loads in onnxruntime), parity
-(probabilities within 1e-5 and logits within 1e-4 of Keras, same top-1).
+(logits and log-probabilities within the float32 error bound of `onnx_mobilenets.parity.Tolerance`
+of Keras' on every input, same top-1 wherever the reference's two best classes are clearly apart).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from onnx_mobilenets import __version__, catalogue
 from onnx_mobilenets._files import atomic_write
 from onnx_mobilenets.errors import ConversionError
 from onnx_mobilenets.labels import imagenet_classes
-from onnx_mobilenets.parity import (GOLDEN_COUNT, GOLDEN_SEED, LOGIT_TOLERANCE, PROBABILITY_TOLERANCE, agreement,
-                                    parity_inputs, softmax)
+from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check, parity_inputs, softmax, tolerance_for
 
 from .graph import simplify as simplify_graph
 from .layers import layer_name
@@ -104,9 +104,10 @@ def export_onnx(
     census = node_census(proto)
     check_structure(proto, opset)
     check_clean_graph(census)
-    parity, golden = check_parity(model, logits_model, proto, output, nchw, resolution, images)
+    family = variant.family if variant else model_family(model)
+    parity, golden = check_parity(logits_model, proto, output, nchw, resolution, family, images)
 
-    metadata = artifact_metadata(model, variant, weights, opset, output, layout, resolution, parity, golden)
+    metadata = artifact_metadata(model, family, variant, weights, opset, output, layout, resolution, parity, golden)
     _set_metadata(proto, metadata, weights)
     data = proto.SerializeToString()
     _session(data)  # the runtime gate, on the exact bytes that will be written
@@ -129,6 +130,16 @@ def _logits_model(model):
             continue
         return keras.Model(model.inputs[0], squeeze.output, name=f"{model.name}_logits")
     raise ValueError(f"model {model.name!r} has no classifier head (build it with include_top=True)")
+
+
+def model_family(model) -> str:
+    """"v1" or "v2", from the slim scope names of the model's layers."""
+    for layer in model.layers:
+        if layer.name.startswith("MobilenetV1"):
+            return "v1"
+        if layer.name.startswith("MobilenetV2"):
+            return "v2"
+    raise ValueError(f"model {model.name!r} is not a MobileNet built by onnx_mobilenets.conversion")
 
 
 def _square_resolution(model) -> int:
@@ -250,11 +261,12 @@ def _session(data: bytes):
         raise ConversionError("runtime", f"onnxruntime cannot load the model: {e}") from e
 
 
-def check_parity(model, logits_model, proto, output: str, nchw: bool, resolution: int, images=None) -> dict:
-    """Gate: onnxruntime agrees with Keras on probabilities, logits and top-1.
+def check_parity(logits_model, proto, output: str, nchw: bool, resolution: int, family: str, images=None) -> tuple:
+    """Gate: onnxruntime agrees with Keras on logits, probabilities and top-1, within the float32
+    error bound for this network (`onnx_mobilenets.parity.Tolerance`).
 
-    Returns the parity numbers and Keras' outputs on the golden input set (the first
-    `GOLDEN_COUNT` parity inputs), which the artifact records for checks without TensorFlow.
+    Returns the parity numbers and Keras' logits on the golden input set (the first `GOLDEN_COUNT`
+    parity inputs), which the artifact records for checks without TensorFlow.
     """
     import onnx
 
@@ -264,8 +276,7 @@ def check_parity(model, logits_model, proto, output: str, nchw: bool, resolution
         if images.ndim != 4 or images.shape[1:] != (resolution, resolution, 3):
             raise ValueError(f"parity images must be (N, {resolution}, {resolution}, 3), got {images.shape}")
         inputs = np.concatenate([inputs, images])
-    keras_logits = np.asarray(logits_model(inputs, training=False), np.float64)
-    keras_probs = softmax(keras_logits)
+    keras_logits = np.asarray(logits_model(inputs, training=False), np.float32)
 
     # Expose the logits (the Softmax input) as a second output of a validation copy.
     probe = copy.deepcopy(proto)
@@ -276,48 +287,38 @@ def check_parity(model, logits_model, proto, output: str, nchw: bool, resolution
     feed = np.transpose(inputs, (0, 3, 1, 2)) if nchw else inputs
     results = session.run(None, {INPUT_NAME: np.ascontiguousarray(feed)})
     if output == "probabilities":
-        onnx_probs, onnx_logits = (np.asarray(r, np.float64) for r in results)
+        onnx_probs, onnx_logits = results
     else:
-        onnx_logits = np.asarray(results[0], np.float64)
-        onnx_probs = softmax(onnx_logits)
-
-    numbers = compare_outputs(keras_probs, keras_logits, onnx_probs, onnx_logits, gate="parity")
-    reference = keras_probs if output == "probabilities" else keras_logits
-    return numbers, reference[:GOLDEN_COUNT].astype(np.float32)
+        onnx_logits = results[0]
+        onnx_probs = softmax(onnx_logits.astype(np.float64))
+    return compare_with_reference(keras_logits, onnx_logits, onnx_probs, family), keras_logits[:GOLDEN_COUNT]
 
 
-def compare_outputs(ref_probs, ref_logits, probs, logits, gate="parity") -> dict:
-    """The parity numbers, raising ConversionError(gate) when a tolerance is exceeded."""
-    prob_diff, top1, mismatches = agreement(ref_probs, probs, PROBABILITY_TOLERANCE)
-    logit_diff = agreement(ref_logits, logits, LOGIT_TOLERANCE)[0] if ref_logits is not None else None
-    numbers = {
-        "inputs": int(len(ref_probs)),
-        "max_abs_diff_probabilities": prob_diff,
-        "max_abs_diff_logits": logit_diff,
-        "top1_agreement": top1,
-        "tolerance_probabilities": PROBABILITY_TOLERANCE,
-        "tolerance_logits": LOGIT_TOLERANCE,
-    }
-    problems = []
-    if not prob_diff <= PROBABILITY_TOLERANCE:
-        problems.append(f"max |probability difference| {prob_diff:.3g} > {PROBABILITY_TOLERANCE}")
-    if logit_diff is not None and not logit_diff <= LOGIT_TOLERANCE:
-        problems.append(f"max |logit difference| {logit_diff:.3g} > {LOGIT_TOLERANCE}")
-    if mismatches:
-        problems.append(f"top-1 differs on inputs {mismatches}")
+def compare_with_reference(reference_logits, logits, probabilities, family: str) -> dict:
+    """The parity numbers of ONNX logits and probabilities against reference logits; raises
+    ConversionError("parity") naming each bound exceeded."""
+    tolerance = tolerance_for(family, "cpu")
+    by_logits = check(reference_logits, logits, "logits", tolerance)
+    by_log_probabilities = check(reference_logits, probabilities, "probabilities", tolerance)
+    problems = by_logits.problems() + [p for p in by_log_probabilities.problems() if p not in by_logits.problems()]
     if problems:
-        raise ConversionError(gate, "; ".join(problems) + f" over {len(ref_probs)} inputs")
-    return numbers
+        raise ConversionError("parity", "; ".join(problems) + f" over {by_logits.inputs} inputs")
+    return {
+        "inputs": by_logits.inputs,
+        "top1_agreement": by_logits.top1_agreement,
+        "logits": by_logits.as_dict(),
+        "log_probabilities": by_log_probabilities.as_dict(),
+        "tolerance": {"depth": tolerance.depth, "factor": tolerance.factor, "unit_roundoff": tolerance.unit_roundoff},
+    }
 
 
-def artifact_metadata(model, variant, weights, opset, output, layout, resolution, parity, golden) -> dict:
+def artifact_metadata(model, family, variant, weights, opset, output, layout, resolution, parity, golden) -> dict:
     """Everything a user needs to run the artifact correctly, as strings for `metadata_props`."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
     classes = int(model.output_shape[-1])
-    family = variant.family if variant else ("v1" if model.layers[1].name.startswith("MobilenetV1") else "v2")
     prep = asdict(catalogue.SLIM_EVAL_PREPROCESSING)
     prep["layout"] = layout
     labels = [list(c) for c in imagenet_classes()]
@@ -341,7 +342,7 @@ def artifact_metadata(model, variant, weights, opset, output, layout, resolution
         "parity": json.dumps(parity),
         "golden": json.dumps({
             "inputs": f"onnx_mobilenets.parity.parity_inputs({resolution}, count={GOLDEN_COUNT}, seed={GOLDEN_SEED})",
-            "seed": GOLDEN_SEED, "count": GOLDEN_COUNT, "output": output, "dtype": "<f4",
+            "seed": GOLDEN_SEED, "count": GOLDEN_COUNT, "values": "logits", "dtype": "<f4",
             "shape": list(golden.shape), "values_base64": base64.b64encode(golden.astype("<f4").tobytes()).decode("ascii"),
         }),
     }
