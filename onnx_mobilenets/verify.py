@@ -1,10 +1,12 @@
-"""`onnx-mobilenets verify`: do the runtimes on this machine compute what the converter computed?
+"""`onnx-mobilenets verify`: do the engines on this machine compute what the converter computed?
 
-For each artifact, the deterministic golden inputs (`onnx_mobilenets.parity`) are run on every
-onnxruntime provider that binds here (CPU, and CUDA when it works) and compared with a reference:
-the Keras model rebuilt from the artifact's recorded weights when the [convert] extra is installed,
-else the golden outputs the converter stored in the artifact's metadata. Tolerances are those of
-the conversion gate: probabilities within 1e-5 (logits 1e-4), identical top-1.
+For each artifact, the deterministic golden inputs (`onnx_mobilenets.parity`) are run on every engine
+of `onnx_mobilenets.engines` (onnxruntime CPU, its CUDA and TensorRT providers where they bind,
+OpenVINO and OpenCV where installed) and compared with a reference: the Keras model rebuilt from the
+artifact's recorded weights when the [convert] extra is installed, else the logits the converter
+stored in the artifact's metadata. The bound is the float32 error bound of `parity.Tolerance` for
+the artifact's network, on CPUs as in the conversion gate and widened on GPUs for cuDNN's and
+TensorRT's choice of algorithms; each row reports the difference, the bound and the headroom.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .engines import OnnxRuntime, engines_here
 from .errors import DownloadError
-from .parity import LOGIT_TOLERANCE, PROBABILITY_TOLERANCE, agreement, parity_inputs
+from .parity import check, parity_inputs, tolerance_for
 
 logger = logging.getLogger(__name__)
 
@@ -27,26 +31,37 @@ logger = logging.getLogger(__name__)
 @dataclass
 class VerifyRow:
     artifact: str  # variant name
-    runtime: str  # e.g. "onnxruntime-CPU"
+    runtime: str  # e.g. "onnxruntime-CPU", "OpenVINO-CPU"
+    version: str  # of that runtime
     reference: str  # "keras" or "golden"
+    output: str  # what was compared: "logits" or "probabilities"
     max_abs_diff: Optional[float]
+    bound: Optional[float]  # the error bound at the sample closest to it
+    headroom: Optional[float]  # bound / difference at that sample; None when identical or not run
     top1_agreement: Optional[float]
-    passed: bool
+    status: str  # "pass", "fail" or "skipped"
     note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
 
 
 def golden_of(metadata: dict):
-    """(inputs NHWC float32, reference outputs, output kind) recorded in an artifact's metadata."""
+    """(inputs NHWC float32, reference logits) recorded in an artifact's metadata."""
     golden = json.loads(metadata["golden"])
     prep = json.loads(metadata["preprocessing"])
+    if golden.get("values") != "logits":
+        raise ValueError("the artifact's golden record holds no logits: it was made by an older onnx-mobilenets; "
+                         "convert it again")
     values = np.frombuffer(base64.b64decode(golden["values_base64"]), dtype=golden["dtype"]).reshape(golden["shape"])
     inputs = parity_inputs(int(metadata["resolution"]), count=golden["count"], seed=golden["seed"],
                            scale=prep["scale"], offset=prep["offset"])
-    return inputs, values.astype(np.float32), golden["output"]
+    return inputs, values.astype(np.float32)
 
 
 def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
-    """The artifact's network rebuilt in Keras from its recorded weights, run on `inputs`."""
+    """Logits of the artifact's network rebuilt in Keras from its recorded weights, on `inputs`."""
     from .conversion import build_variant
     from .conversion.export import _logits_model
     from .conversion.weights import randomize_weights
@@ -62,84 +77,74 @@ def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
         if "://" not in source and not Path(source).exists():
             raise FileNotFoundError(f"the checkpoint {source} recorded in the artifact is not on this machine")
         model = build_variant(name, weights=checkpoint, weights_source=weights.get("weights_source", "ema"))
-    network = _logits_model(model) if metadata["output"] == "logits" else model
-    return np.asarray(network(inputs, training=False), np.float32)
+    return np.asarray(_logits_model(model)(inputs, training=False), np.float32)
 
 
-def open_session(path: Path, provider: str):
-    """A session on the raw artifact on one onnxruntime provider (checked to really bind)."""
-    import onnxruntime as ort
-
-    from .runtime.providers import create_session
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return create_session(str(path), provider, session_options=options)
+def _row(name, runtime, version, reference, output, agreement, note="") -> VerifyRow:
+    return VerifyRow(name, runtime, version, reference, output, agreement.max_abs_diff, agreement.bound,
+                     None if math.isinf(agreement.headroom) else agreement.headroom, agreement.top1_agreement,
+                     "pass" if agreement.passed else "fail", note)
 
 
-def runtime_outputs(session, inputs: np.ndarray, layout: str) -> tuple:
-    """(outputs, bound provider name) of `session` on the NHWC `inputs`."""
-    feed = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)) if layout == "NCHW" else inputs
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: feed})[0], session.get_providers()[0]
-
-
-def runtimes_here() -> list:
-    """The providers to check: the CPU always, CUDA when onnxruntime offers it."""
-    import onnxruntime as ort
-
-    return ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
-
-
-def compare(reference: np.ndarray, outputs: np.ndarray, kind: str) -> tuple:
-    """(max abs difference, top-1 agreement, passed) with the conversion gate's tolerances."""
-    tolerance = LOGIT_TOLERANCE if kind == "logits" else PROBABILITY_TOLERANCE
-    diff, top1, mismatches = agreement(reference, outputs, tolerance)
-    return diff, top1, diff <= tolerance and not mismatches
-
-
-def verify_artifact(path: Path, use_keras: bool = True) -> list:
-    """Rows for one artifact: each runtime here against the reference, plus Keras against the golden record."""
+def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
+    """Rows for one artifact: Keras against the golden record, then each engine against the reference."""
     path = Path(path)
-    cpu = open_session(path, "cpu")  # reads the metadata, then runs the CPU row
-    meta = cpu.get_modelmeta().custom_metadata_map
-    if "golden" not in meta or "variant" not in meta:
+    engines = engines_here() if engines is None else engines
+    cpu = next((e for e in engines if isinstance(e, OnnxRuntime) and e.provider == "cpu"), OnnxRuntime("cpu"))
+    meta = cpu.session(path).get_modelmeta().custom_metadata_map  # the CPU row reuses this session
+    if "golden" not in meta or "variant" not in meta or "family" not in meta:
         raise ValueError(f"{path} carries no golden outputs: not an artifact made by onnx-mobilenets")
-    name = meta["variant"]
-    inputs, golden, kind = golden_of(meta)
+    name, family, output = meta["variant"], meta["family"], meta["output"]
+    inputs, golden = golden_of(meta)
     layout = json.loads(meta["preprocessing"])["layout"]
     rows = []
     reference, reference_name = golden, "golden"
     if use_keras:
         try:
+            import tensorflow as tf
+
+            version = tf.__version__
             reference, reference_name = keras_reference(meta, inputs), "keras"
         except ImportError:
             logger.info("the [convert] extra is not installed: comparing with the golden outputs")
         except (OSError, DownloadError) as e:  # checkpoint not here, or not downloadable (offline)
-            rows.append(VerifyRow(name, "keras", "golden", None, None, True, f"skipped: {e}"))
+            rows.append(VerifyRow(name, "keras", version, "golden", "logits", None, None, None, None, "skipped",
+                                  f"{e}"))
         else:
-            diff, top1, ok = compare(golden, reference, kind)
-            rows.append(VerifyRow(name, "keras", "golden", diff, top1, ok))
-    for provider in runtimes_here():
-        try:
-            session = cpu if provider == "cpu" else open_session(path, provider)
-            outputs, bound = runtime_outputs(session, inputs, layout)
-        except Exception as e:  # a provider that cannot run here is a failed row, not a crash
-            rows.append(VerifyRow(name, f"onnxruntime-{provider.upper()}", reference_name, None, None, False,
-                                  f"could not run: {str(e).splitlines()[0][:120]}"))
+            agreement = check(golden, reference, "logits", tolerance_for(family, "cpu"))
+            rows.append(_row(name, "keras", version, "golden", "logits", agreement))
+    for engine in engines:
+        reason = engine.unavailable()
+        if reason:
+            rows.append(VerifyRow(name, engine.name, "", reference_name, output, None, None, None, None, "skipped", reason))
             continue
-        diff, top1, ok = compare(reference, outputs, kind)
-        label = "onnxruntime-" + bound.replace("ExecutionProvider", "")
-        rows.append(VerifyRow(name, label, reference_name, diff, top1, ok))
+        try:
+            outputs = engine.run(path, inputs, layout)
+        except Exception as e:  # an engine that fails on the file is a failed row, not a crash
+            rows.append(VerifyRow(name, engine.name, engine.version(), reference_name, output, None, None, None, None,
+                                  "fail", f"could not run: {str(e).splitlines()[0][:160]}"))
+            continue
+        agreement = check(reference, outputs, output, tolerance_for(family, engine.device))
+        rows.append(_row(name, engine.name, engine.version(), reference_name, output, agreement, engine.note))
     return rows
 
 
+def rows_as_json(rows) -> str:
+    return json.dumps([asdict(r) for r in rows], indent=1)
+
+
 def format_table(rows) -> str:
-    lines = ["| artifact | runtime | reference | max abs diff | top-1 agreement | result |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| artifact | runtime | version | reference | output | max abs diff | bound | headroom | top-1 | result |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}"
+        bound = "-" if r.bound is None else f"{r.bound:.2e}"
+        if r.headroom is not None:
+            headroom = f"{r.headroom:.0f}x"
+        else:
+            headroom = "identical" if r.max_abs_diff == 0 else "-"
         top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.0%}"
-        result = ("PASS" if r.passed else "FAIL") + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {r.artifact} | {r.runtime} | {r.reference} | {diff} | {top1} | {result} |")
+        result = r.status.upper() + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {r.artifact} | {r.runtime} | {r.version or '-'} | {r.reference} | {r.output} | {diff} | "
+                     f"{bound} | {headroom} | {top1} | {result} |")
     return "\n".join(lines)

@@ -26,7 +26,8 @@ def test_wheel_layout_and_metadata(tmp_path):
     base = [r for r in requires if "extra ==" not in r]
     assert sorted(r.split(">")[0].split("=")[0].strip().lower() for r in base) == ["numpy", "onnxruntime", "pillow"]
     for extra, package in (("convert", "tensorflow"), ("convert", "tf2onnx"), ("convert", "onnx"),
-                           ("gpu", "onnxruntime-gpu"), ("dev", "pytest")):
+                           ("verify", "openvino"), ("verify", "opencv-python-headless"), ("gpu", "onnxruntime-gpu"),
+                           ("dev", "pytest")):
         assert any(r.lower().startswith(package) and f'extra == "{extra}"' in r for r in requires), (extra, package)
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert "onnx-mobilenets = onnx_mobilenets.cli:main" in entry_points

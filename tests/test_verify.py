@@ -1,4 +1,5 @@
-"""`onnx-mobilenets verify`: golden outputs, Keras reference, exit status, offline without TensorFlow."""
+"""`onnx-mobilenets verify`: golden outputs, Keras reference, independent engines (OpenVINO, OpenCV),
+the GPU bound (CUDA mocked), exit status, JSON, offline without TensorFlow."""
 
 import base64
 import json
@@ -11,10 +12,21 @@ import onnx
 from onnx import numpy_helper
 
 from conftest import WITHOUT_TENSORFLOW
+import onnxruntime as ort
+import pytest
+
+from onnx_mobilenets import engines
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.download import cache_dir
-from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, parity_inputs, parity_pixels
+from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check, parity_inputs, parity_pixels, tolerance_for
 from onnx_mobilenets.verify import golden_of, verify_artifact
+
+INDEPENDENT = ("OpenVINO-CPU", "OpenCV-DNN")
+
+
+def _installed_independent_engines() -> list:
+    """The independent engines installed here (CI installs both with the [verify] extra)."""
+    return [e.name for e in (engines.OpenVino(), engines.OpenCv()) if e.unavailable() is None]
 
 
 def _tampered(src, dst, what):
@@ -52,36 +64,99 @@ def test_golden_record_matches_the_artifact(fixture_artifacts):
     out, _ = fixture_artifacts
     model = onnx.load(str(out / "mobilenet_v1_0.25_128.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
-    inputs, values, kind = golden_of(meta)
-    assert inputs.shape == (8, 128, 128, 3) and values.shape == (8, 1000) and kind == "probabilities"
-    np.testing.assert_allclose(values.sum(axis=1), 1.0, rtol=1e-5)
+    inputs, logits = golden_of(meta)
+    assert inputs.shape == (8, 128, 128, 3) and logits.shape == (8, 1000) and logits.dtype == np.float32
+    # They are the logits behind the artifact's probabilities.
+    session = ort.InferenceSession(str(out / "mobilenet_v1_0.25_128.onnx"), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"images": inputs})[0]
+    assert check(logits, probabilities, "probabilities", tolerance_for("v1")).passed
+    assert not check(np.roll(logits, 1, axis=1), probabilities, "probabilities", tolerance_for("v1")).passed
 
 
-def test_verify_with_keras_reference(fixture_artifacts, capsys):
+def test_verify_with_keras_reference_and_independent_engines(fixture_artifacts, capsys):
     out, _ = fixture_artifacts
     rows = verify_artifact(out / "mobilenet_v2_1.0_224.onnx")
+    by_runtime = {r.runtime: r for r in rows}
     assert [(r.runtime, r.reference) for r in rows][:2] == [("keras", "golden"), ("onnxruntime-CPU", "keras")]
-    assert all(r.passed for r in rows) and rows[1].max_abs_diff <= 1e-5 and rows[1].top1_agreement == 1.0
+    installed = _installed_independent_engines()
+    for name in ("keras", "onnxruntime-CPU", *installed):
+        row = by_runtime[name]
+        assert row.status == "pass" and row.top1_agreement == 1.0, row
+        assert 0 <= row.max_abs_diff < row.bound and (row.headroom is None or row.headroom > 1), row
+        assert row.version
+    assert by_runtime["onnxruntime-CPU"].output == "probabilities" and by_runtime["keras"].output == "logits"
+    for name in set(INDEPENDENT) - set(installed):
+        assert by_runtime[name].status == "skipped" and "[verify]" in by_runtime[name].note
+    if "OpenVINO-CPU" in installed:
+        assert by_runtime["OpenVINO-CPU"].note == "f32 pinned"
     assert cli(["verify", str(out / "mobilenet_v1_0.25_128.onnx"), str(out / "mobilenet_v2_1.0_224.onnx")]) == 0
     table = capsys.readouterr().out
-    assert table.count("PASS") == 4 and "| mobilenet_v1_0.25_128 | onnxruntime-CPU | keras |" in table
+    assert table.count("PASS") == 2 * (2 + len(installed))
+    assert "| mobilenet_v1_0.25_128 | onnxruntime-CPU |" in table and "| keras | golden |" not in table
 
 
-def test_verify_fails_on_a_discrepancy(fixture_artifacts, tmp_path, capsys):
+def test_verify_json_reports_difference_bound_and_headroom(fixture_artifacts, capsys):
+    out, _ = fixture_artifacts
+    assert cli(["verify", str(out / "mobilenet_v1_0.25_128.onnx"), "--no-keras", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["runtime"] for r in rows} >= {"onnxruntime-CPU", *INDEPENDENT}
+    for row in rows:
+        assert set(row) == {"artifact", "runtime", "version", "reference", "output", "max_abs_diff", "bound",
+                            "headroom", "top1_agreement", "status", "note"}
+        if row["status"] == "pass":
+            assert row["reference"] == "golden" and row["max_abs_diff"] <= row["bound"]
+            # The headroom is the tightest sample's bound over its own difference, so at least this:
+            assert row["headroom"] is None or row["headroom"] >= row["bound"] / row["max_abs_diff"] > 1
+
+
+class _CudaStandIn(ort.InferenceSession):
+    """onnxruntime's CPU session posing as a CUDA one: the CUDA code path runs on a machine without a GPU."""
+
+    requested = []
+
+    def __init__(self, model, sess_options=None, providers=None, **kwargs):
+        _CudaStandIn.requested.append(providers)
+        super().__init__(model, sess_options, providers=["CPUExecutionProvider"])
+        self._claimed = [p[0] if isinstance(p, tuple) else p for p in providers or ["CPUExecutionProvider"]]
+
+    def get_providers(self):
+        return self._claimed
+
+
+@pytest.fixture
+def mocked_cuda(monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", _CudaStandIn)
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    _CudaStandIn.requested = []
+    return _CudaStandIn
+
+
+def test_verify_applies_the_gpu_bound_to_cuda(fixture_artifacts, mocked_cuda):
+    out, _ = fixture_artifacts
+    rows = {r.runtime: r for r in verify_artifact(out / "mobilenet_v1_0.25_128.onnx", use_keras=False)}
+    cpu, cuda = rows["onnxruntime-CPU"], rows["onnxruntime-CUDA"]
+    assert cuda.status == "pass" and cuda.note == "TF32 off"
+    # Same outputs (the stand-in computes on the CPU), ten times the bound: cuDNN's algorithm choice.
+    assert cuda.max_abs_diff == cpu.max_abs_diff and cuda.bound == pytest.approx(10 * cpu.bound)
+    cuda_options = next(p[0][1] for p in mocked_cuda.requested if isinstance(p[0], tuple))
+    assert cuda_options["use_tf32"] == 0 and cuda_options["cudnn_conv_algo_search"] == "HEURISTIC"
+
+
+def test_verify_fails_on_a_discrepancy_in_every_engine(fixture_artifacts, tmp_path, capsys, mocked_cuda):
     out, _ = fixture_artifacts
     src = out / "mobilenet_v1_0.25_128.onnx"
     bad_weight = _tampered(src, tmp_path / "bad_weight.onnx", "weight")
     bad_golden = _tampered(src, tmp_path / "bad_golden.onnx", "golden")
-    assert cli(["verify", str(bad_weight), "--no-keras"]) == 1  # runtime vs golden
+    rows = verify_artifact(bad_weight, use_keras=False)
+    ran = [r for r in rows if r.status != "skipped"]
+    assert {r.runtime for r in ran} >= {"onnxruntime-CPU", "onnxruntime-CUDA", *_installed_independent_engines()}
+    assert all(r.status == "fail" and r.max_abs_diff > r.bound for r in ran), rows
+    assert cli(["verify", str(bad_weight), "--no-keras"]) == 1  # runtimes vs golden
     assert "FAIL" in capsys.readouterr().out
-    assert cli(["verify", str(bad_weight)]) == 1  # runtime vs Keras
+    assert cli(["verify", str(bad_weight)]) == 1  # runtimes vs Keras
     assert cli(["verify", str(bad_golden)]) == 1  # Keras vs the (wrong) golden record
-    capsys.readouterr()
-    assert cli(["verify", str(src), "--no-keras", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert rows == [{"artifact": "mobilenet_v1_0.25_128", "runtime": "onnxruntime-CPU", "reference": "golden",
-                     "max_abs_diff": rows[0]["max_abs_diff"], "top1_agreement": 1.0, "passed": True, "note": ""}]
-    assert rows[0]["max_abs_diff"] <= 1e-5
+    assert "FAILED" in capsys.readouterr().err
 
 
 def test_verify_names_and_all_use_the_cache(fixture_artifacts, capsys):
@@ -93,7 +168,7 @@ def test_verify_names_and_all_use_the_cache(fixture_artifacts, capsys):
     shutil.copy(out / "mobilenet_v1_0.25_128.onnx", cache_dir() / "artifacts")
     assert cli(["verify", "mobilenet_v1_0.25_128", "--no-keras"]) == 0
     assert cli(["verify", "--all", "--no-keras"]) == 0
-    assert capsys.readouterr().out.count("PASS") == 2
+    assert capsys.readouterr().out.count("| mobilenet_v1_0.25_128 | onnxruntime-CPU |") == 2
     assert cli(["verify"]) == 2
 
 
@@ -109,7 +184,7 @@ def test_verify_runs_without_tensorflow(fixture_artifacts, tmp_path):
     good = subprocess.run(env_cmd + [str(out / "mobilenet_v1_0.25_128.onnx"), str(out / "mobilenet_v2_1.0_224.onnx")],
                           capture_output=True, text=True, env={"ONNX_MOBILENETS_OFFLINE": "1", "PATH": ""})
     assert good.returncode == 0, good.stderr
-    assert "| mobilenet_v2_1.0_224 | onnxruntime-CPU | golden |" in good.stdout and "keras" not in good.stdout
+    assert "| mobilenet_v2_1.0_224 | onnxruntime-CPU |" in good.stdout and "keras" not in good.stdout
     failing = subprocess.run(env_cmd + [str(bad)], capture_output=True, text=True,
                              env={"ONNX_MOBILENETS_OFFLINE": "1", "PATH": ""})
     assert failing.returncode == 1 and "FAIL" in failing.stdout
@@ -130,5 +205,5 @@ def test_verify_falls_back_to_golden_when_the_checkpoint_cannot_be_had(fixture_a
     monkeypatch.setenv("ONNX_MOBILENETS_OFFLINE", "1")
     assert cli(["verify", str(official)]) == 0
     table = capsys.readouterr().out
-    assert "| keras | golden | - | - | PASS (skipped:" in table and "OFFLINE" in table
-    assert "| mobilenet_v1_0.25_128 | onnxruntime-CPU | golden |" in table
+    assert "| keras |" in table and "| SKIPPED (" in table and "OFFLINE" in table
+    assert "| mobilenet_v1_0.25_128 | onnxruntime-CPU |" in table and "| golden | probabilities |" in table

@@ -1,0 +1,162 @@
+"""The ONNX engines `verify` checks an artifact on: onnxruntime's providers and independent runtimes.
+
+ONNX is an interchange format; the proof that an artifact is interchangeable is that engines written
+by different people compute the same thing. Besides onnxruntime (CPU; CUDA and TensorRT where they
+bind), two independent implementations read the file directly: OpenVINO's CPU runtime and OpenCV's
+DNN module (both from the ``[verify]`` extra; a row says so when one is not installed).
+
+Every engine runs in float32: the bound of `onnx_mobilenets.parity` is a float32 bound.
+- OpenVINO's CPU plugin defaults to bf16 on CPUs with AVX-512 BF16 or AMX (differences up to about
+  2e-2 in probability), so the row pins ``INFERENCE_PRECISION_HINT`` to f32.
+- onnxruntime's CUDA provider runs with TF32 off (``use_tf32=0``, as the runtime always does).
+- TensorRT computes float32 layers in TF32 unless ``NVIDIA_TF32_OVERRIDE=0`` is in the environment
+  before CUDA starts; onnxruntime offers no per-session switch. `onnx-mobilenets verify` sets it; a
+  process without it gets a row that says why TensorRT was not checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+VERIFY_EXTRA = "pip install 'onnx-mobilenets[verify]'"
+TF32_OVERRIDE_ENV = "NVIDIA_TF32_OVERRIDE"
+
+
+class Engine:
+    """One way to run an ONNX file. `device` picks the tolerance ("cpu" or "gpu")."""
+
+    name = ""
+    device = "cpu"
+    note = ""
+
+    def unavailable(self) -> Optional[str]:
+        """Why this engine cannot run here, or None."""
+        return None
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+        """The artifact's output for NHWC float32 `inputs` (transposed here for NCHW artifacts)."""
+        raise NotImplementedError
+
+
+def _feed(inputs: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if layout == "NCHW" else inputs, np.float32)
+
+
+class OnnxRuntime(Engine):
+    """onnxruntime on one provider, checked to really run there (never a silent CPU fallback)."""
+
+    _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                  "tensorrt": "TensorrtExecutionProvider"}
+    _LABELS = {"cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}
+
+    def __init__(self, provider: str = "cpu"):
+        if provider not in self._PROVIDERS:
+            raise ValueError(f"provider must be one of {sorted(self._PROVIDERS)}, got {provider!r}")
+        self.provider = provider
+        self.name = f"onnxruntime-{self._LABELS[provider]}"
+        self.device = "cpu" if provider == "cpu" else "gpu"
+        self.note = {"cuda": "TF32 off", "tensorrt": "TF32 off (NVIDIA_TF32_OVERRIDE=0)"}.get(provider, "")
+        self._last = None  # (path, session)
+
+    def unavailable(self) -> Optional[str]:
+        import onnxruntime as ort
+
+        wanted = self._PROVIDERS[self.provider]
+        if wanted not in ort.get_available_providers():
+            return f"this onnxruntime offers no {wanted}"
+        if self.provider == "tensorrt" and os.environ.get(TF32_OVERRIDE_ENV) != "0":
+            return (f"TensorRT would compute in TF32 ({TF32_OVERRIDE_ENV}=0 was not set before CUDA started; "
+                    "onnxruntime has no per-session switch); `onnx-mobilenets verify` sets it")
+        return None
+
+    def version(self) -> str:
+        import onnxruntime as ort
+
+        return ort.__version__
+
+    def session(self, path: Path):
+        """A session on `path` (the last one is kept, so reading metadata and running share it)."""
+        if self._last is not None and self._last[0] == Path(path):
+            return self._last[1]
+        import onnxruntime as ort
+
+        from .errors import ProviderError
+        from .runtime.providers import CPU, CUDA, create_session, cuda_options
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.provider != "tensorrt":
+            session = create_session(str(path), self.provider, session_options=options)
+        else:
+            trt = self._PROVIDERS["tensorrt"]
+            session = create_session(str(path), [(trt, {"device_id": 0}), (CUDA, cuda_options(0)), CPU],
+                                     session_options=options)
+            if session.get_providers()[0] != trt:
+                raise ProviderError(f"the TensorRT provider did not bind (session providers: {session.get_providers()})")
+        self._last = (Path(path), session)
+        return session
+
+    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+        session = self.session(path)
+        return session.run(None, {session.get_inputs()[0].name: _feed(inputs, layout)})[0]
+
+
+class OpenVino(Engine):
+    name = "OpenVINO-CPU"
+    note = "f32 pinned"
+
+    def unavailable(self) -> Optional[str]:
+        if importlib.util.find_spec("openvino") is None:
+            return f"OpenVINO is not installed ({VERIFY_EXTRA})"
+        return None
+
+    def version(self) -> str:
+        import openvino
+
+        return openvino.__version__.split("-")[0]
+
+    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+        import openvino
+
+        compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.asarray(compiled(_feed(inputs, layout))[compiled.output(0)])
+
+
+class OpenCv(Engine):
+    name = "OpenCV-DNN"
+
+    def unavailable(self) -> Optional[str]:
+        if importlib.util.find_spec("cv2") is None:
+            return f"OpenCV is not installed ({VERIFY_EXTRA})"
+        return None
+
+    def version(self) -> str:
+        import cv2
+
+        return cv2.__version__
+
+    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+        import cv2
+
+        net = cv2.dnn.readNetFromONNX(str(path))
+        net.setInput(_feed(inputs, layout))
+        return np.asarray(net.forward())
+
+
+def engines_here() -> list:
+    """Every engine `verify` reports on: onnxruntime CPU always, its GPU providers where onnxruntime
+    offers them, and the independent runtimes (a row says why when one cannot run)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    engines = [OnnxRuntime("cpu")]
+    engines += [OnnxRuntime(p) for p in ("cuda", "tensorrt") if OnnxRuntime._PROVIDERS[p] in available]
+    return engines + [OpenVino(), OpenCv()]
