@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from onnx_mobilenets import catalogue
+from onnx_mobilenets import catalogue, download
 from onnx_mobilenets._files import atomic_write
 
 from .export import DEFAULT_OPSET, ExportReport, export_onnx
@@ -34,7 +34,8 @@ def convert_variant(
     nchw: bool = False,
     images=None,
 ) -> ExportReport:
-    """Convert catalogue variant `name` into ``output_dir/NAME.onnx`` and record it in the manifest.
+    """Convert catalogue variant `name` into ``output_dir/NAME.onnx`` and record it in the manifest
+    (``download.artifacts_dir()`` is the runtime's cache, where `OnnxMobileNet(name)` looks first).
 
     Weights: the official checkpoint (downloaded, verified, cached), `checkpoint` (a local tarball,
     folder or prefix), or with `random_weights` an untrained model (the metadata says so loudly).
@@ -64,6 +65,8 @@ def convert_variant(
     result = export_onnx(model, output_dir / f"{variant.name}.onnx", opset, logits=logits, nchw=nchw,
                          images=images, variant=variant, weights=provenance)
     record_in_manifest(output_dir, variant.name, result, provenance)
+    if output_dir.resolve() == download.artifacts_dir().resolve():
+        download.record_sha256(Path(result.path), result.sha256)  # the cache checks it on every load
     return result
 
 

@@ -8,7 +8,10 @@ import logging
 import os
 import sys
 
+from pathlib import Path
+
 from . import catalogue, download
+from ._native_logs import native_logs_filtered
 
 
 def _cmd_list(args) -> int:
@@ -48,8 +51,10 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from pathlib import Path
-
+    # Before anything loads CUDA: TensorRT then computes in float32, which is what verify checks
+    # (onnxruntime has no per-session TF32 switch for TensorRT; see onnx_mobilenets.engines).
+    os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from . import verify
     from .runtime.artifacts import artifacts_dir, cached_artifact, looks_like_path
 
@@ -70,14 +75,12 @@ def _cmd_verify(args) -> int:
     if not targets:
         raise FileNotFoundError(f"no artifacts in the cache ({artifacts_dir()}) to verify")
     rows = []
-    for path in targets:
-        if not path.is_file():
-            raise FileNotFoundError(f"artifact {path} does not exist")
-        rows.extend(verify.verify_artifact(path, use_keras=not args.no_keras))
-    if args.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=1))
-    else:
-        print(verify.format_table(rows))
+    with native_logs_filtered():  # the Keras reference imports TensorFlow
+        for path in targets:
+            if not path.is_file():
+                raise FileNotFoundError(f"artifact {path} does not exist")
+            rows.extend(verify.verify_artifact(path, use_keras=not args.no_keras))
+    print(verify.rows_as_json(rows) if args.json else verify.format_table(rows))
     failed = [r for r in rows if not r.passed]
     if failed and not args.json:
         print(f"\n{len(failed)} of {len(rows)} comparisons FAILED", file=sys.stderr)
@@ -99,6 +102,11 @@ def _cmd_doctor(args) -> int:
 
 def _cmd_convert(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not for users
+    with native_logs_filtered():  # the lines TF_CPP_MIN_LOG_LEVEL cannot silence
+        return _convert(args)
+
+
+def _convert(args) -> int:
     try:
         from .conversion.convert import convert_variant
         from .conversion.export import DEFAULT_OPSET
@@ -113,25 +121,36 @@ def _cmd_convert(args) -> int:
     names = [v.name for v in catalogue.list_variants()] if args.all else [catalogue.get_variant(n).name for n in args.names]
     images = _parity_images(args.parity_image, names) if args.parity_image else None
     opset = args.opset or DEFAULT_OPSET
+    output = Path(args.output) if args.output else download.artifacts_dir()
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}: converting (opset {opset}"
               f"{', random weights' if args.random_weights else ''})...", flush=True)
         report = convert_variant(
-            name, args.output, checkpoint=args.checkpoint, random_weights=args.random_weights, opset=opset,
+            name, output, checkpoint=args.checkpoint, random_weights=args.random_weights, opset=opset,
             weights_source=args.weights_source, logits=args.logits, nchw=args.nchw,
             images=images[name] if images else None,
         )
         census = ", ".join(f"{op} {n}" for op, n in report.census.items())
         parity = report.parity
         print(f"    wrote {report.path} ({report.size / 1e6:.1f} MB, sha256 {report.sha256[:12]}...)")
-        print(f"    gates passed: max |dp| {parity['max_abs_diff_probabilities']:.2e}, max |dlogit| "
-              f"{parity['max_abs_diff_logits']:.2e}, top-1 agreement {parity['top1_agreement']:.0%} "
-              f"on {parity['inputs']} inputs")
+        print(f"    gates passed; parity with Keras on {parity['inputs']} inputs: "
+              + ", ".join(f"max |d{short}| {parity[kind]['max_abs_diff']:.1e} "
+                          f"(bound {parity[kind]['bound']:.1e}, {_headroom(parity[kind]['headroom'])})"
+                          for kind, short in (("logits", "logit"), ("log_probabilities", "log p")))
+              + f", top-1 agreement {parity['top1_agreement']:.0%}")
         print(f"    nodes: {census}", flush=True)
         _release_tensorflow_memory()
+    if output.resolve() == download.artifacts_dir().resolve():
+        print(f"The artifacts are in the runtime's cache ({output}): OnnxMobileNet(NAME) finds them by name.")
+    else:
+        print(f"To load them by name: export {download.ARTIFACTS_URL_ENV}={output.resolve()} (or pass the .onnx path).")
     if args.random_weights:
         print("NOTE: these artifacts carry UNTRAINED RANDOM WEIGHTS (tests and benchmarks only).")
     return 0
+
+
+def _headroom(value) -> str:
+    return "identical" if value is None else f"{value:.0f}x headroom"
 
 
 def _release_tensorflow_memory() -> None:
@@ -177,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="catalogue names or aliases (v1, v2)")
     p.add_argument("--all", action="store_true", help="every catalogue variant")
     p.add_argument("--checkpoint", help="local slim checkpoint (tarball, folder or prefix) instead of the official one")
-    p.add_argument("--output", default="artifacts", help="output folder (default: artifacts)")
+    p.add_argument("--output", help="output folder (default: the runtime's cache, where OnnxMobileNet(NAME) looks)")
     p.add_argument("--opset", type=int, help="ONNX opset, 13 to the newest tf2onnx supports (default 17)")
     p.add_argument("--weights-source", choices=("ema", "raw"), default="ema")
     p.add_argument("--logits", action="store_true", help="output logits instead of probabilities")

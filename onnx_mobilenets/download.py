@@ -9,6 +9,9 @@ Environment:
 - ``ONNX_MOBILENETS_OFFLINE=1``: never touch the network; a file missing from the cache is an error.
 - ``ONNX_MOBILENETS_MIRROR``: a base URL or a local folder holding the official file names, used
   instead of the official host.
+- ``ONNX_MOBILENETS_ARTIFACTS_URL``: a URL or a local folder of ONNX artifacts with their
+  ``manifest.json`` (what ``onnx-mobilenets convert --output DIR`` writes), searched by the runtime
+  after its cache.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .errors import ChecksumError, DownloadError, OfflineError, UnsafeArchiveErr
 
 __all__ = [
     "cache_dir",
+    "artifacts_dir",
     "verify_cached",
     "record_sha256",
     "read_bytes",
@@ -44,6 +48,7 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60  # per socket operation: a stalled server fails instead of hanging forever
 _SHA_SUFFIX = ".sha256"  # sidecar recording the hash of a file the catalogue has no checksum for
+ARTIFACTS_URL_ENV = "ONNX_MOBILENETS_ARTIFACTS_URL"
 
 
 def cache_dir() -> Path:
@@ -54,6 +59,11 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "onnx_mobilenets"
+
+
+def artifacts_dir() -> Path:
+    """Where `convert` writes by default and the runtime looks first: ``cache_dir()/artifacts``."""
+    return cache_dir() / "artifacts"
 
 
 def is_offline() -> bool:

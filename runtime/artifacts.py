@@ -11,15 +11,12 @@ import sys
 from pathlib import Path
 
 from onnx_mobilenets import catalogue, download
-from onnx_mobilenets.errors import ModelNotFoundError, OnnxMobileNetsError
+from onnx_mobilenets.errors import ChecksumError, ModelNotFoundError, OnnxMobileNetsError
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS_URL_ENV = "ONNX_MOBILENETS_ARTIFACTS_URL"
-
-
-def artifacts_dir() -> Path:
-    return download.cache_dir() / "artifacts"
+ARTIFACTS_URL_ENV = download.ARTIFACTS_URL_ENV
+artifacts_dir = download.artifacts_dir
 
 
 def cached_artifact(name: str) -> Path:
@@ -34,8 +31,10 @@ def looks_like_path(model) -> bool:
 
 def resolve_model(model) -> Path:
     """The .onnx file for `model`: a path, or a catalogue name or alias resolved in order to
-    (1) the cached artifact, (2) the published artifact under ``ONNX_MOBILENETS_ARTIFACTS_URL``
-    (verified against its manifest's SHA-256, then cached), (3) a local conversion of the official
+    (1) the cached artifact (where `onnx-mobilenets convert` writes by default), (2) the artifact
+    listed in the manifest under ``ONNX_MOBILENETS_ARTIFACTS_URL``, verified against its SHA-256: a
+    local folder (such as one `convert --output DIR` wrote) is used in place, a URL is downloaded
+    and cached, (3) a local conversion of the official
     checkpoint when the [convert] extra is installed (in a subprocess, so TensorFlow never enters
     this process; then cached), else a `ModelNotFoundError` naming the command that gets it."""
     if looks_like_path(model):
@@ -62,7 +61,7 @@ def resolve_model(model) -> Path:
     raise ModelNotFoundError(
         f"no ONNX file for {name}: it is not in the cache ({path}), {ARTIFACTS_URL_ENV} is not set, and "
         "the [convert] extra (TensorFlow, tf2onnx, onnx) is not installed. Get it with:\n"
-        f"    pip install 'onnx-mobilenets[convert]' && onnx-mobilenets convert {name} --output {artifacts_dir()}\n"
+        f"    pip install 'onnx-mobilenets[convert]' && onnx-mobilenets convert {name}\n"
         f"or point {ARTIFACTS_URL_ENV} at a folder or URL of published artifacts (with manifest.json), "
         "or pass the path of an .onnx file."
     )
@@ -77,6 +76,15 @@ def _fetch_published(base: str, name: str) -> Path:
         file, sha256 = entry["file"], entry["sha256"]
     except (KeyError, TypeError, ValueError) as e:
         raise ModelNotFoundError(f"the artifacts at {base} have no valid manifest entry for {name} ({e!r})") from None
+    if not is_url:  # a folder on this machine: use the file where it is, once its checksum is right
+        path = Path(join(file))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is listed in {join('manifest.json')} but does not exist")
+        actual = download.sha256_of(path)
+        if actual != sha256:
+            raise ChecksumError(f"{path} has SHA-256 {actual}, but its manifest says {sha256}: it changed after "
+                                "conversion; convert it again")
+        return path
     return download.fetch(join(file), sha256, subdir="artifacts", filename=f"{name}.onnx", mirror="")
 
 
@@ -98,5 +106,4 @@ def _convert_locally(name: str) -> Path:
     path = cached_artifact(name)
     if result.returncode != 0 or not path.is_file():
         raise OnnxMobileNetsError(f"local conversion of {name} failed (exit {result.returncode}): {' '.join(command)}")
-    download.record_sha256(path, download.sha256_of(path))
     return path

@@ -1,10 +1,16 @@
 """OnnxMobileNet: predictions on the fixture artifacts, every kind of input, bad input, threads,
 providers (CUDA mocked), name resolution, and the predict/list/doctor commands."""
 
+import contextlib
+import functools
+import http.server
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -266,7 +272,7 @@ def test_cuda_provider_binding_is_checked(fake_cuda, caplog, monkeypatch):
     session = providers.create_session(b"model", "cuda", device_id=1)
     assert session.get_providers()[0] == "CUDAExecutionProvider"
     cuda_entry = fake_cuda.calls[-1][0]
-    assert cuda_entry == ("CUDAExecutionProvider", {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC"})
+    assert cuda_entry == ("CUDAExecutionProvider", {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": 0})
     assert providers.create_session(b"model", "auto").get_providers()[0] == "CUDAExecutionProvider"
 
     fake_cuda.bind_cuda = False
@@ -328,13 +334,26 @@ def test_name_resolution_cache_and_published_artifacts(fixture_artifacts, tmp_pa
         OnnxMobileNet(name)
     assert f"onnx-mobilenets convert {name}" in str(info.value) and "ONNX_MOBILENETS_ARTIFACTS_URL" in str(info.value)
 
-    # A published-artifacts folder: fetched, checked against the manifest's SHA-256, cached.
+    # A folder of converted artifacts (what `convert --output DIR` writes): used in place, checked
+    # against its manifest's SHA-256.
     monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(out))
-    model = OnnxMobileNet("mobilenet_v1_0.25_128")
+    assert OnnxMobileNet(name).path == out / f"{name}.onnx"
+    assert not (cache_dir() / "artifacts").exists()  # nothing copied
+    changed = tmp_path / "changed"
+    shutil.copytree(out, changed)
+    (changed / f"{name}.onnx").write_bytes((out / f"{name}.onnx").read_bytes() + b"\0")
+    monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(changed))
+    with pytest.raises(ChecksumError, match="changed after conversion"):
+        OnnxMobileNet(name)
+
+    # Published artifacts at a URL: downloaded, checked, cached; the cache then comes first.
+    with _serving(out) as url:
+        monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", url)
+        model = OnnxMobileNet(name)
     cached = cache_dir() / "artifacts" / f"{name}.onnx"
     assert model.path == cached and cached.read_bytes() == (out / f"{name}.onnx").read_bytes()
     monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(tmp_path / "nowhere"))
-    assert OnnxMobileNet(name).path == cached  # the cache comes first
+    assert OnnxMobileNet(name).path == cached
     cached.write_bytes(cached.read_bytes()[:-10] + b"x" * 10)  # corrupted in the cache
     with pytest.raises(FileNotFoundError):  # not reused; the (now missing) source is asked again
         OnnxMobileNet(name)
@@ -345,12 +364,60 @@ def test_name_resolution_cache_and_published_artifacts(fixture_artifacts, tmp_pa
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["artifacts"][name]["sha256"] = "0" * 64
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(bad))
-    with pytest.raises(ChecksumError):
-        OnnxMobileNet(name)
-    assert not cached.exists()
-    with pytest.raises(ModelNotFoundError, match="no valid manifest entry"):
-        OnnxMobileNet("mobilenet_v2_0.5_96")
+    with _serving(bad) as url:
+        monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", url)
+        with pytest.raises(ChecksumError):
+            OnnxMobileNet(name)
+        assert not cached.exists()
+        with pytest.raises(ModelNotFoundError, match="no valid manifest entry"):
+            OnnxMobileNet("mobilenet_v2_0.5_96")
+
+
+@contextlib.contextmanager
+def _serving(folder):
+    """An HTTP server on 127.0.0.1 serving `folder`; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+TENSORFLOW_LOG_LINE = re.compile(r"absl::InitializeLog|cudart_stub|oneDNN|cuda drivers|tensorflow/|^[IWE]\d{4} ", re.M)
+
+
+def test_what_convert_writes_is_what_the_runtime_finds(fixtures, tmp_path):
+    """From a clean cache: `convert NAME` (the official file name, served by a mirror), then
+    OnnxMobileNet(NAME) in a process without TensorFlow classifies without converting again; the
+    conversion prints no TensorFlow log lines."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz", mirror / "mobilenet_v1_0.25_160.tgz")
+    env = dict(os.environ, ONNX_MOBILENETS_HOME=str(tmp_path / "home"), ONNX_MOBILENETS_MIRROR=str(mirror))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as in a user's shell
+    converted = subprocess.run([sys.executable, "-m", "onnx_mobilenets.cli", "convert", "mobilenet_v1_0.25_160"],
+                               capture_output=True, text=True, env=env)
+    assert converted.returncode == 0, converted.stderr
+    printed = converted.stdout + converted.stderr
+    assert not TENSORFLOW_LOG_LINE.search(printed), printed
+    artifact = tmp_path / "home" / "artifacts" / "mobilenet_v1_0.25_160.onnx"
+    assert f"wrote {artifact}" in converted.stdout and "finds them by name" in converted.stdout
+    written = artifact.stat().st_mtime_ns
+
+    code = WITHOUT_TENSORFLOW + (
+        "from onnx_mobilenets import OnnxMobileNet\n"
+        "model = OnnxMobileNet('mobilenet_v1_0.25_160')\n"
+        f"print(model.path, model.predict({str(fixtures / 'images' / 'cheetah.jpg')!r})[0].label)\n"
+    )
+    used = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == [str(artifact), "cheetah"]
+    assert "converting" not in used.stderr and artifact.stat().st_mtime_ns == written
 
 
 def test_name_resolution_converts_locally_when_it_can(fixtures, tmp_path, monkeypatch):
@@ -395,9 +462,11 @@ def test_gpu_check_script_runs_its_comparison(fixture_artifacts, tmp_path):
                              "--candidate", "cpu", "--runs", "3", "--json", str(tmp_path / "gpu.json")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "max |dp|" in result.stdout and "PASS" in result.stdout
+    assert "| bound | headroom |" in result.stdout and "PASS" in result.stdout
     report = json.loads((tmp_path / "gpu.json").read_text())
-    assert report["rows"][0]["top1_agreement"] == 1.0
+    row = report["rows"][0]
+    assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] == 0 and row["headroom"] is None  # CPU vs itself
+    assert row["bound"] > 0 and row["output"] == "log-probabilities"
     no_cuda = subprocess.run([sys.executable, str(script), str(out / "mobilenet_v1_0.25_128.onnx")],
                              capture_output=True, text=True)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
