@@ -6,6 +6,8 @@ Installed as ``onnx_mobilenets.conversion``; needs the ``[convert]`` extra (tens
 from onnx_mobilenets import catalogue
 
 from .checkpoint import CheckpointReport, load_slim_checkpoint, resolve_checkpoint, slim_variable_names
+from .convert import convert_variant
+from .export import DEFAULT_OPSET, ExportReport, export_onnx
 from .mobilenet_v1 import MobileNet
 from .mobilenet_v2 import MobileNetV2
 
@@ -13,6 +15,10 @@ __all__ = [
     "MobileNet",
     "MobileNetV2",
     "build_variant",
+    "export_onnx",
+    "convert_variant",
+    "DEFAULT_OPSET",
+    "ExportReport",
     "load_slim_checkpoint",
     "resolve_checkpoint",
     "slim_variable_names",
