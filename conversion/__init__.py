@@ -33,6 +33,9 @@ def build_variant(name: str, weights="official", **kwargs):
     (tarball, folder or prefix), or None for random weights. Other keyword arguments go to the builder.
     """
     variant = catalogue.get_variant(name)
+    if variant.quantized:
+        raise ValueError(f"{variant.name} is Google's uint8 TFLite model, not a Keras checkpoint: convert it with "
+                         f"`onnx-mobilenets convert {variant.name}`, or build {variant.name[:-len(catalogue.QUANT_SUFFIX)]}")
     builder = MobileNet if variant.family == "v1" else MobileNetV2
     if weights == "official":
         weights = variant.name

@@ -48,6 +48,8 @@ def catalogue_variant_for(weights, family: str, alpha: float):
     if not isinstance(weights, str) or os.path.exists(weights) or "/" in weights or os.sep in weights:
         return None
     variant = catalogue.get_variant(weights)
+    if variant.quantized:
+        raise ValueError(f"weights {weights!r} are Google's uint8 TFLite model, not a slim checkpoint")
     if variant.family != family:
         raise ValueError(f"weights {weights!r} are a MobileNet {variant.family.upper()}; this builds a {family.upper()}")
     if variant.alpha != alpha:

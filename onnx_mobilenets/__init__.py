@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The runtime imports onnxruntime; load it on first use so `import onnx_mobilenets` stays light.
-    if name in ("OnnxMobileNet", "Prediction"):
+    if name in ("OnnxMobileNet", "Prediction", "StreamResult"):
         from . import runtime
 
         return getattr(runtime, name)
@@ -35,6 +35,7 @@ def __getattr__(name):
 __all__ = [
     "OnnxMobileNet",
     "Prediction",
+    "StreamResult",
     "ALIASES",
     "Preprocessing",
     "SLIM_EVAL_PREPROCESSING",

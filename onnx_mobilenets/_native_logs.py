@@ -1,4 +1,4 @@
-"""Keeping TensorFlow's C++ start-up log lines out of the user's terminal.
+"""Keeping TensorFlow's (and TFLite's) C++ start-up log lines out of the user's terminal.
 
 TensorFlow's native code writes lines such as "WARNING: All log messages before absl::InitializeLog()
 is called are written to STDERR" and "I0000 ... cudart_stub.cc:31] Could not find cuda drivers" to
@@ -19,10 +19,11 @@ import threading
 
 logger = logging.getLogger(__name__)
 
-# absl/glog lines from C++ sources (severity I, W or E; fatal F lines are kept), and absl's notice
-# that it has not been initialised yet.
+# absl/glog lines from C++ sources (severity I, W or E; fatal F lines are kept), absl's notice that
+# it has not been initialised yet, and TFLite's note on each interpreter it starts.
 _NATIVE_LINE = re.compile(rb"^(?:[IWE]\d{4} [\d:.]+\s+\d+ [\w./-]+\.(?:cc|h|cpp):\d+\] "
-                          rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+                          rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                          rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)")
 
 
 def is_native_log_line(line: bytes) -> bool:

@@ -12,7 +12,12 @@ by round so that drift hits all alike, after warm-up:
 - `keras.applications.MobileNet`/`MobileNetV2` exported with tf2onnx's defaults, in onnxruntime;
 - the machine's limit: the variant's FLOPs over a measured float32 matrix-multiply rate;
 - start-up (`OnnxMobileNet(name)` on a cached artifact to the first prediction) and the peak resident
-  memory of a process that loads the runtime and predicts once.
+  memory of a process that loads the runtime and predicts once;
+- for Google's quantized models (default `mobilenet_v2_1.0_224_quant`, its tarball taken from
+  --mirror, by default the test fixtures when they are beside the repository, else downloaded):
+  the int8 artifact in onnxruntime (as `OnnxMobileNet` runs it), Google's `.tflite` in TFLite's
+  interpreter (XNNPACK, same thread count) and our float artifact of the same variant, at batch 1
+  and 32, as paired ratios; and the file sizes.
 
 It prints a Markdown table and writes JSON (and, with --markdown, a Markdown report).
 Needs the [convert] extra.
@@ -31,6 +36,7 @@ import time
 from pathlib import Path
 
 DEFAULT_VARIANTS = ("mobilenet_v1_1.0_224", "mobilenet_v2_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_0.35_96")
+DEFAULT_QUANTIZED = ("mobilenet_v2_1.0_224_quant",)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
 
@@ -44,7 +50,18 @@ def parse_args(argv):
     parser.add_argument("--json", default="benchmarks.json", help="JSON output (default benchmarks.json)")
     parser.add_argument("--markdown", help="also write a Markdown report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--work-dir", help="where random-weight artifacts are made and kept (default: a temp dir)")
+    parser.add_argument("--quantized", nargs="*", default=list(DEFAULT_QUANTIZED), metavar="NAME",
+                        help="quantized variants to measure (default: %(default)s; none: --quantized)")
+    parser.add_argument("--mirror", default=_fixture_mirror(),
+                        help="folder holding the quantized release tarballs under their official names "
+                             "(default: the test fixtures beside the repository, if there)")
     return parser.parse_args(argv)
+
+
+def _fixture_mirror():
+    folder = Path(os.environ.get("ONNX_MOBILENETS_FIXTURES", Path(__file__).resolve().parents[1].parent / "shared"
+                                 / "fixtures")) / "checkpoints"
+    return str(folder) if folder.is_dir() else None
 
 
 def main(argv=None) -> int:
@@ -147,7 +164,18 @@ def machine_info(threads: int) -> dict:
     import tensorflow as tf
 
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__, "platform": platform.platform()}
+            "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__, "platform": platform.platform(),
+            "vnni": has_vnni()}
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI), the instructions onnxruntime's fast
+    u8 x s8 kernels need."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 # --- contenders -----------------------------------------------------------------------------------
@@ -300,6 +328,63 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
             "contenders": results, "ratios": ratios, "process": process}
 
 
+def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: float) -> dict:
+    """The int8 artifact in onnxruntime against TFLite (XNNPACK) on the same .tflite and against our
+    float artifact of the same variant (random weights: speed does not depend on the values)."""
+    import onnxruntime as ort
+
+    from . import catalogue
+    from .conversion.convert import convert_variant
+    from .conversion.quantized import _interpreter, convert_quantized, read_tflite
+    from .parity import parity_inputs, parity_pixels
+    from .runtime import OnnxMobileNet
+
+    variant = catalogue.get_variant(name)
+    float_name = variant.name[:-len(catalogue.QUANT_SUFFIX)]
+    artifacts = work / "artifacts"
+    int8_path, float_path = artifacts / f"{variant.name}.onnx", artifacts / f"{float_name}.onnx"
+    if not int8_path.is_file():
+        print(f"  converting {variant.name} from Google's .tflite...", flush=True)
+        convert_quantized(variant.name, artifacts)
+    if not float_path.is_file():
+        print(f"  converting {float_name} (random weights)...", flush=True)
+        convert_variant(float_name, artifacts, random_weights=True)
+    tarball = work / "checkpoints" / variant.checkpoint_filename  # where the downloader cached it
+    tflite_model, _ = read_tflite(tarball)
+
+    int8 = OnnxMobileNet(int8_path, providers="cpu", threads=threads)
+    float_session = _session(float_path, threads)
+    float_input = float_session.get_inputs()[0].name
+    interpreter = _interpreter(tflite_model, xnnpack=True, threads=threads)
+    tflite_input = interpreter.get_input_details()[0]["index"]
+    R = variant.resolution
+    p1, p32 = parity_pixels(R, count=1, seed=3), parity_pixels(R, count=32, seed=3)
+    x1, x32 = parity_inputs(R, count=1, seed=3), parity_inputs(R, count=32, seed=3)
+
+    def tflite(pixels):  # the .tflite is fixed at batch 1: a batch is that many invocations
+        for image in pixels:
+            interpreter.set_tensor(tflite_input, image[None])
+            interpreter.invoke()
+
+    batch1 = {"int8_ort_b1": lambda: int8.run(p1), "tflite_xnnpack_b1": lambda: tflite(p1),
+              "float_ort_b1": lambda: float_session.run(None, {float_input: x1})}
+    batch32 = {"int8_ort_b32": lambda: int8.run(p32), "tflite_xnnpack_b32": lambda: tflite(p32),
+               "float_ort_b32": lambda: float_session.run(None, {float_input: x32})}
+    print(f"  measuring {len(batch1) + len(batch32)} contenders x {rounds} rounds...", flush=True)
+    samples = measure_alternating([batch1, batch32], rounds, round_seconds)
+    ratios = {
+        "int8_speedup_vs_float_b1": paired_ratio(samples, "float_ort_b1", "int8_ort_b1"),
+        "int8_speedup_vs_tflite_b1": paired_ratio(samples, "tflite_xnnpack_b1", "int8_ort_b1"),
+        "int8_speedup_vs_float_b32": paired_ratio(samples, "float_ort_b32", "int8_ort_b32"),
+        "int8_speedup_vs_tflite_b32": paired_ratio(samples, "tflite_xnnpack_b32", "int8_ort_b32"),
+        "int8_size_over_float": int8_path.stat().st_size / float_path.stat().st_size,
+    }
+    return {"variant": variant.name, "float_variant": float_name, "onnxruntime_int8_kernels_exact_without_help":
+            has_vnni(), "contenders": {k: summarize(v) for k, v in samples.items()}, "ratios": ratios,
+            "sizes_mb": {"int8": int8_path.stat().st_size / 1e6, "float": float_path.stat().st_size / 1e6,
+                         "tflite": len(tflite_model) / 1e6}, "onnxruntime": ort.__version__}
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 TARGETS = {
@@ -307,12 +392,14 @@ TARGETS = {
     "predict_jpeg_over_raw_b1": ("<=", 1.5), "speed_vs_keras_apps_b1": (">=", 0.97),
     "speed_vs_keras_apps_b32": (">=", 0.97), "speedup_vs_keras_predict_b1": (">=", 5.0),
     "speedup_vs_tf_function_b1": (">=", 2.0),
+    "int8_speedup_vs_float_b1": (">=", 1.4), "int8_speedup_vs_tflite_b1": (">=", 1.2),
+    "int8_speedup_vs_float_b32": (">", 1.0), "int8_speedup_vs_tflite_b32": (">", 1.0),
 }
 
 
 def _meets(value, rule):
     op, bound = rule
-    return value <= bound if op == "<=" else value >= bound
+    return {"<=": value <= bound, ">=": value >= bound, ">": value > bound}[op]
 
 
 def markdown(report: dict) -> str:
@@ -355,7 +442,33 @@ def markdown(report: dict) -> str:
               "|---|" + "---|" * len(report["variants"])]
     for key, fmt in (("import_s", "{:.3f} s"), ("first_prediction_s", "{:.3f} s"), ("peak_rss_mb", "{:.0f} MB")):
         lines.append(f"| {key} | " + " | ".join(fmt.format(v["process"][key]) for v in report["variants"]) + " |")
+    if report.get("quantized"):
+        lines += quantized_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def quantized_markdown(report: dict) -> list:
+    quantized = report["quantized"]
+    vnni = "has" if report["machine"]["vnni"] else "has no"
+    lines = ["", f"Quantized models (this CPU {vnni} VNNI; without it onnxruntime runs the int8 weights through its "
+                 "exact uint8 kernels). TFLite: Google's .tflite in ai-edge-litert's interpreter, XNNPACK, same "
+                 "threads; its batch 32 is 32 invocations (the model is fixed at batch 1).", "",
+             "| contender | " + " | ".join(q["variant"] for q in quantized) + " |",
+             "|---|" + "---|" * len(quantized)]
+    for name in ("int8_ort_b1", "tflite_xnnpack_b1", "float_ort_b1", "int8_ort_b32", "tflite_xnnpack_b32",
+                 "float_ort_b32"):
+        cells = [f"{q['contenders'][name]['median_ms']:.2f} ({q['contenders'][name]['p10_ms']:.2f}-"
+                 f"{q['contenders'][name]['p90_ms']:.2f})" for q in quantized]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for key in quantized[0]["ratios"]:
+        rule = TARGETS.get(key)
+        cells = [f"{q['ratios'][key]:.2f}" + ("" if not rule or _meets(q["ratios"][key], rule) else " MISSED")
+                 for q in quantized]
+        lines.append(f"| {key}" + (f" ({rule[0]} {rule[1]})" if rule else "") + " | " + " | ".join(cells) + " |")
+    lines.append("| file sizes (int8 / float / .tflite) | " + " | ".join(
+        f"{q['sizes_mb']['int8']:.1f} / {q['sizes_mb']['float']:.1f} / {q['sizes_mb']['tflite']:.1f} MB"
+        for q in quantized) + " |")
+    return lines
 
 
 def run(args) -> int:
@@ -373,6 +486,12 @@ def run(args) -> int:
         for name in names:
             print(f"{name}:", flush=True)
             report["variants"].append(bench_variant(name, work, args.threads, args.rounds, args.round_seconds, peak))
+        if args.mirror:
+            os.environ["ONNX_MOBILENETS_MIRROR"] = args.mirror
+        report["quantized"] = []
+        for name in args.quantized:
+            print(f"{name}:", flush=True)
+            report["quantized"].append(bench_quantized(name, work, args.threads, args.rounds, args.round_seconds))
     report["seconds"] = time.perf_counter() - started
     table = markdown(report)
     print()

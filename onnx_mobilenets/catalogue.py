@@ -4,6 +4,9 @@ Every other part of the package (model builders, converter, downloader, runtime,
 README table, tests) reads this table instead of restating names, URLs or numbers.
 Facts come from TF-slim's `mobilenet_v1.md` and `nets/mobilenet/README.md` (accuracy, MACs,
 parameters) and from the Open Model Zoo / TensorFlow workspace manifests (SHA-256).
+
+Each of the 38 float checkpoints has a quantization-aware-trained uint8 sibling, published by Google
+as a fully quantized ``.tflite`` inside a release tarball: ``NAME_quant`` (precision "uint8").
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ __all__ = [
     "Variant",
     "Preprocessing",
     "SLIM_EVAL_PREPROCESSING",
+    "QUANTIZED_PREPROCESSING",
     "ALIASES",
     "list_variants",
     "get_variant",
@@ -27,33 +31,42 @@ class Preprocessing:
     """How an image must be prepared for a slim ImageNet MobileNet (TF-slim's evaluation recipe)."""
 
     # A centred square whose side is this fraction of the shorter image side; its edges are
-    # rounded to whole pixels (as PIL's crop does) before the resize.
+    # rounded to whole pixels (as PIL's crop does) before the resize ("floor": truncated).
     crop: str = "center_square"
     crop_fraction: float = 0.875
+    crop_edges: str = "round"
     resize: str = "bilinear"  # PIL's BILINEAR (antialiased when shrinking), no corner alignment
     scale: float = 1.0 / 127.5  # x * scale + offset maps [0, 255] to [-1, 1]
     offset: float = -1.0
     channel_order: str = "RGB"
     layout: str = "NHWC"
+    dtype: str = "float32"  # "uint8": pixels fed as they are, the model quantizes them itself
 
 
 SLIM_EVAL_PREPROCESSING = Preprocessing()
+# The quantized models take the same crop and resize as uint8 pixels: their input quantization
+# (scale 1/128, zero point 128) does the scaling inside the model. Their reference answers (Google's
+# TFLite interpreter on the fixture photographs) were made with the crop's edges truncated, not
+# rounded: a crop one pixel smaller, which moves quantized logits by whole steps, so the artifacts
+# record and the runtime follows it.
+QUANTIZED_PREPROCESSING = Preprocessing(crop_edges="floor", scale=1.0, offset=0.0, dtype="uint8")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One published TF-slim ImageNet MobileNet checkpoint."""
+    """One published TF-slim ImageNet MobileNet: a float checkpoint, or its uint8 `.tflite` sibling."""
 
-    name: str  # canonical, as TF-slim names the tarball: mobilenet_v2_1.0_224
+    name: str  # canonical, as Google names it: mobilenet_v2_1.0_224, mobilenet_v2_1.0_224_quant
     family: str  # "v1" or "v2"
     alpha: float  # width multiplier (TF-slim calls it depth_multiplier)
     resolution: int
-    checkpoint_url: str
+    checkpoint_url: str  # the release tarball (for "uint8": the one holding the .tflite)
     checkpoint_sha256: Optional[str]  # None where no checksum is published
-    top1: float  # published ImageNet accuracy, percent
-    top5: float
+    top1: Optional[float]  # published ImageNet accuracy, percent; None where Google publishes none
+    top5: Optional[float]
     macs_millions: int
     params_millions: float  # includes the 1001-way logits layer
+    precision: str = "float32"  # or "uint8": Google's quantization-aware-trained TFLite model
 
     @property
     def checkpoint_filename(self) -> str:
@@ -63,9 +76,19 @@ class Variant:
     def input_shape(self) -> tuple:
         return (self.resolution, self.resolution, 3)
 
+    @property
+    def quantized(self) -> bool:
+        return self.precision == "uint8"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return QUANTIZED_PREPROCESSING if self.quantized else SLIM_EVAL_PREPROCESSING
+
 
 _V1_BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/models/mobilenet_v1_2018_08_02/"
 _V2_BASE_URL = "https://storage.googleapis.com/mobilenet_v2/checkpoints/"
+PRECISIONS = ("float32", "uint8")
+QUANT_SUFFIX = "_quant"
 
 # Published SHA-256 of the tarballs; the other variants have none.
 _SHA256 = {
@@ -120,6 +143,18 @@ _TABLE = [
 ]
 
 
+# Published accuracy of the quantized models: V1 from TF-slim's mobilenet_v1.md (2018_08_02 models,
+# "validation on the actual TensorFlow Lite model"); (alpha, resolution) -> (top-1, top-5).
+# Google's MobileNet V2 README lists the uint8 tarballs beside the float ones without an accuracy
+# of their own, so the V2 entries stay empty.
+_QUANT_ACCURACY = {
+    (1.0, 224): (70.1, 88.9), (1.0, 192): (69.2, 88.3), (1.0, 160): (67.2, 86.7), (1.0, 128): (63.4, 84.2),
+    (0.75, 224): (66.8, 87.0), (0.75, 192): (66.1, 86.4), (0.75, 160): (62.3, 83.8), (0.75, 128): (55.8, 78.8),
+    (0.5, 224): (60.7, 83.2), (0.5, 192): (60.0, 82.2), (0.5, 160): (57.7, 80.4), (0.5, 128): (54.5, 77.7),
+    (0.25, 224): (48.0, 72.8), (0.25, 192): (46.0, 71.2), (0.25, 160): (43.4, 68.5), (0.25, 128): (39.5, 64.4),
+}
+
+
 def _make_variant(family, alpha, resolution, macs, params, top1, top5) -> Variant:
     name = f"mobilenet_{family}_{alpha}_{resolution}"
     base_url = _V1_BASE_URL if family == "v1" else _V2_BASE_URL
@@ -137,19 +172,40 @@ def _make_variant(family, alpha, resolution, macs, params, top1, top5) -> Varian
     )
 
 
-_VARIANTS = {v.name: v for v in (_make_variant(*row) for row in _TABLE)}
+def _quantized_sibling(float_variant: Variant) -> Variant:
+    """The uint8 model Google published next to a float checkpoint (no checksums are published)."""
+    v = float_variant
+    if v.family == "v1":
+        url = f"{_V1_BASE_URL}{v.name}{QUANT_SUFFIX}.tgz"
+        top1, top5 = _QUANT_ACCURACY[(v.alpha, v.resolution)]
+    else:  # quantized_v2_{resolution}_{alpha * 100}.tgz, e.g. quantized_v2_96_35.tgz
+        url = f"{_V2_BASE_URL}quantized_v2_{v.resolution}_{round(v.alpha * 100)}.tgz"
+        top1 = top5 = None
+    return Variant(name=v.name + QUANT_SUFFIX, family=v.family, alpha=v.alpha, resolution=v.resolution,
+                   checkpoint_url=url, checkpoint_sha256=None, top1=top1, top5=top5, macs_millions=v.macs_millions,
+                   params_millions=v.params_millions, precision="uint8")
+
+
+_FLOAT = [_make_variant(*row) for row in _TABLE]
+_VARIANTS = {v.name: v for v in _FLOAT + [_quantized_sibling(v) for v in _FLOAT]}
 
 ALIASES = {
     "v1": "mobilenet_v1_1.0_224",
     "v2": "mobilenet_v2_1.0_224",
+    "v1_quant": "mobilenet_v1_1.0_224_quant",
+    "v2_quant": "mobilenet_v2_1.0_224_quant",
 }
 
 
-def list_variants(family: Optional[str] = None) -> list:
-    """All published variants (optionally of one family, "v1" or "v2"), in catalogue order."""
+def list_variants(family: Optional[str] = None, precision: Optional[str] = None) -> list:
+    """All published variants, in catalogue order (the 38 float ones, then their 38 uint8 siblings);
+    optionally of one family ("v1" or "v2") and one precision ("float32" or "uint8")."""
     if family is not None and family not in ("v1", "v2"):
         raise ValueError(f"family must be 'v1' or 'v2', got {family!r}")
-    return [v for v in _VARIANTS.values() if family is None or v.family == family]
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return [v for v in _VARIANTS.values()
+            if (family is None or v.family == family) and (precision is None or v.precision == precision)]
 
 
 def get_variant(name: str) -> Variant:

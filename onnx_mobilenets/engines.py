@@ -42,12 +42,12 @@ class Engine:
         raise NotImplementedError
 
     def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
-        """The artifact's output for NHWC float32 `inputs` (transposed here for NCHW artifacts)."""
+        """The artifact's output for NHWC `inputs` (transposed here for NCHW artifacts)."""
         raise NotImplementedError
 
 
 def _feed(inputs: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if layout == "NCHW" else inputs, np.float32)
+    return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if layout == "NCHW" else inputs)
 
 
 class OnnxRuntime(Engine):
@@ -89,15 +89,17 @@ class OnnxRuntime(Engine):
         import onnxruntime as ort
 
         from .errors import ProviderError
+        from .runtime.model_bytes import runtime_form
         from .runtime.providers import CPU, CUDA, create_session, cuda_options
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        data = runtime_form(Path(path).read_bytes(), options)  # as OnnxMobileNet runs it
         if self.provider != "tensorrt":
-            session = create_session(str(path), self.provider, session_options=options)
+            session = create_session(data, self.provider, session_options=options)
         else:
             trt = self._PROVIDERS["tensorrt"]
-            session = create_session(str(path), [(trt, {"device_id": 0}), (CUDA, cuda_options(0)), CPU],
+            session = create_session(data, [(trt, {"device_id": 0}), (CUDA, cuda_options(0)), CPU],
                                      session_options=options)
             if session.get_providers()[0] != trt:
                 raise ProviderError(f"the TensorRT provider did not bind (session providers: {session.get_providers()})")

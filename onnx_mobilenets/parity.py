@@ -207,3 +207,56 @@ def parity_inputs(resolution: int, count: int = GOLDEN_COUNT, seed: int = GOLDEN
                   scale: float = 1 / 127.5, offset: float = -1.0) -> np.ndarray:
     """`parity_pixels` scaled to the model's input range, float32 NHWC."""
     return parity_pixels(resolution, count, seed).astype(np.float32) * np.float32(scale) + np.float32(offset)
+
+
+# --- Quantized artifacts: TFLite's integer arithmetic, step for step ------------------------------
+# A quantized artifact is right when it computes what Google's TFLite interpreter computes on its
+# default CPU path (XNNPACK): the quantized logits (the uint8 input of the graph's SOFTMAX) within one
+# step everywhere and identical on at least 95 % of values, and the same top-1 wherever TFLite's two
+# best logits are at least two steps apart. One step of slack because requantization rounding may
+# differ by one in rare ties; TFLite's own builtin kernels differ from XNNPACK by up to 7 steps.
+QUANT_MAX_STEPS = 1
+QUANT_MIN_IDENTICAL = 0.95
+QUANT_CLEAR_TOP1_STEPS = 2
+
+
+@dataclass
+class QuantizedAgreement:
+    inputs: int
+    identical: float  # share of logits equal to the reference's
+    max_steps: int  # largest difference, in quantization steps
+    top1_agreement: float
+    mismatches: list  # samples whose top-1 differs although the reference's top two are clearly apart
+
+    @property
+    def passed(self) -> bool:
+        return self.max_steps <= QUANT_MAX_STEPS and self.identical >= QUANT_MIN_IDENTICAL and not self.mismatches
+
+    def problems(self) -> list:
+        found = []
+        if self.max_steps > QUANT_MAX_STEPS:
+            found.append(f"quantized logits differ by up to {self.max_steps} steps (at most {QUANT_MAX_STEPS} allowed)")
+        if self.identical < QUANT_MIN_IDENTICAL:
+            found.append(f"only {self.identical:.1%} of quantized logits identical (at least "
+                         f"{QUANT_MIN_IDENTICAL:.0%} required)")
+        if self.mismatches:
+            found.append(f"top-1 differs on inputs {self.mismatches}")
+        return found
+
+    def as_dict(self) -> dict:
+        return {"inputs": self.inputs, "identical": self.identical, "max_steps": self.max_steps,
+                "top1_agreement": self.top1_agreement}
+
+
+def check_quantized(reference: np.ndarray, outputs: np.ndarray) -> QuantizedAgreement:
+    """Compare (N, classes) integer quantized logits with a reference (TFLite's)."""
+    reference = np.asarray(reference, np.int64)
+    outputs = np.asarray(outputs, np.int64)
+    if outputs.shape != reference.shape:
+        raise ValueError(f"outputs have shape {outputs.shape}, the reference {reference.shape}")
+    steps = np.abs(reference - outputs)
+    best_two = np.sort(reference, axis=1)[:, -2:]
+    clear = (best_two[:, 1] - best_two[:, 0]) >= QUANT_CLEAR_TOP1_STEPS
+    same = np.argmax(reference, axis=1) == np.argmax(outputs, axis=1)
+    return QuantizedAgreement(inputs=len(reference), identical=float(np.mean(steps == 0)), max_steps=int(steps.max()),
+                              top1_agreement=float(np.mean(same)), mismatches=np.flatnonzero(clear & ~same).tolist())

@@ -2,5 +2,6 @@
 Pillow; never imports TensorFlow. Installed as ``onnx_mobilenets.runtime``."""
 
 from .model import OnnxMobileNet, Prediction
+from .stream import StreamResult
 
-__all__ = ["OnnxMobileNet", "Prediction"]
+__all__ = ["OnnxMobileNet", "Prediction", "StreamResult"]

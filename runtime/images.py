@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +37,7 @@ def load_image(source, draft_size: Optional[int] = None) -> Image.Image:
         data = bytes(source)
         if not data:
             raise InvalidImageError("the image bytes are empty")
-        return to_rgb(_decode(io.BytesIO(data), "the image bytes", draft_size))
+        return _decoded(io.BytesIO(data), "the image bytes", draft_size)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -45,11 +46,28 @@ def load_image(source, draft_size: Optional[int] = None) -> Image.Image:
             raise InvalidImageError(f"{path} is not a file")
         if path.stat().st_size == 0:
             raise InvalidImageError(f"image file {path} is empty")
-        with open(path, "rb") as f:
-            return to_rgb(_decode(f, str(path), draft_size))
+        with open(path, "rb") as f:  # PermissionError and the like are the caller's to see as they are
+            return _decoded(f, str(path), draft_size)
     raise InvalidImageError(
         f"cannot read an image from a {type(source).__name__}; pass a path, bytes, a PIL image or a uint8 array"
     )
+
+
+# What Pillow raises on corrupt files, besides its own UnidentifiedImageError: bare OSError ("could
+# not create decoder object", "Truncated File Read", "Unsupported BMP pixel depth"), SyntaxError,
+# ValueError, struct.error and a few more from its format parsers.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                  struct.error)
+
+
+def _decoded(fp, name: str, draft_size: Optional[int]) -> Image.Image:
+    """An upright RGB image decoded from an open file; every decoding failure an InvalidImageError."""
+    try:
+        return to_rgb(_decode(fp, name, draft_size))
+    except InvalidImageError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise InvalidImageError(f"{name} could not be decoded (corrupt or truncated?): {type(e).__name__}: {e}") from None
 
 
 def _decode(fp, name: str, draft_size: Optional[int]) -> Image.Image:

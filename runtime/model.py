@@ -15,6 +15,7 @@ from onnx_mobilenets.parity import softmax
 
 from .artifacts import resolve_model
 from .images import load_image
+from .model_bytes import runtime_form
 from .preprocessing import check_contract, contract_from_metadata, draft_size, image_to_array
 from .providers import create_session
 
@@ -73,6 +74,10 @@ class OnnxMobileNet:
             data = self.path.read_bytes()
         except OSError as e:
             raise InvalidModelError(f"cannot read {self.path}: {e}") from e
+        try:
+            data = runtime_form(data, options)  # quantized artifacts: int8 weights where that is exact
+        except InvalidModelError as e:
+            raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
         try:
             self._session = create_session(data, providers, device_id, options)
         except (ProviderError, ValueError):  # the caller's provider choice: already a clear message
@@ -142,28 +147,41 @@ class OnnxMobileNet:
 
     # --- the pipeline ---------------------------------------------------------------------------
     def preprocess(self, images) -> np.ndarray:
-        """The float32 batch the network receives for `images` (one image or a list of them)."""
+        """The batch the network receives for `images` (one image or a list of them): float32, or
+        uint8 pixels for a quantized artifact."""
         items, _ = _as_list(images)
         return self._preprocess_list(items)
 
     def _preprocess_list(self, items) -> np.ndarray:
+        return self.batch_from_arrays([self.load_array(item) for item in items])
+
+    def load_array(self, source) -> np.ndarray:
+        """One image source as the (R, R, 3) array the network takes (decoded, cropped, resized,
+        scaled as its metadata says). Safe to call from many threads."""
         draft = draft_size(self._resolution, self._contract) if self.jpeg_draft else None
-        arrays = [image_to_array(load_image(item, draft), self._resolution, self._contract) for item in items]
+        return image_to_array(load_image(source, draft), self._resolution, self._contract)
+
+    def batch_from_arrays(self, arrays) -> np.ndarray:
+        """Arrays from `load_array` as one batch in the network's layout."""
         if len(arrays) == 1:
             batch = arrays[0][np.newaxis]  # a view: no copy for the common single image
         else:
-            batch = np.stack(arrays) if arrays else np.zeros((0, self._resolution, self._resolution, 3), np.float32)
+            batch = np.stack(arrays) if arrays else np.zeros((0, self._resolution, self._resolution, 3),
+                                                             self._contract.dtype)
         if self._contract.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         return batch
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 1000) for an already-preprocessed float32 batch."""
+        """Probabilities (N, 1000) for an already-preprocessed batch: float32 for float artifacts,
+        uint8 pixels (cropped and resized, not scaled) for quantized ones; `preprocess` makes either."""
         batch = np.asarray(batch)
         R = self._resolution
         shape = (3, R, R) if self._contract.layout == "NCHW" else (R, R, 3)
-        if batch.dtype != np.float32:
-            raise ValueError(f"run() takes a float32 batch, got {batch.dtype}")
+        if batch.dtype != self._contract.dtype:
+            what = ("uint8 pixels (0..255, cropped and resized, not scaled: the model quantizes them itself)"
+                    if self._contract.dtype == "uint8" else "a float32 batch")
+            raise ValueError(f"run() takes {what} for {self.variant}, got {batch.dtype}")
         if batch.ndim != 4 or batch.shape[1:] != shape:
             raise ValueError(f"run() takes a batch of shape (N, {', '.join(map(str, shape))}), got {batch.shape}")
         outputs = [
@@ -196,10 +214,23 @@ class OnnxMobileNet:
             raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
         items, single = _as_list(images)
         probabilities = self.predict_proba(items)
-        results = [self._top(p, top) for p in probabilities]
+        results = [self.top_predictions(p, top) for p in probabilities]
         return results[0] if single else results
 
-    def _top(self, probabilities: np.ndarray, top: int) -> list:
+    def predict_stream(self, sources, top: int = 5, *, workers: Optional[int] = None,
+                       batch_size: Optional[int] = None, prefetch: Optional[int] = None):
+        """Classify any number of images: yields one `StreamResult(source, predictions, error)` per
+        source, in input order. `sources` may be any iterable (a generator of paths, say), consumed
+        as the stream goes. `workers` threads (default: the number of cores) decode and preprocess
+        while onnxruntime classifies batches of `batch_size` (default: this instance's); at most
+        `prefetch` images (default 2 x batch_size + workers) are in flight, so memory stays flat. An
+        image that cannot be read gives a result whose `error` says why; the stream goes on."""
+        from .stream import predict_stream
+
+        return predict_stream(self, sources, top, workers=workers, batch_size=batch_size, prefetch=prefetch)
+
+    def top_predictions(self, probabilities: np.ndarray, top: int = 5) -> list:
+        """The `top` most probable classes of one (1000,) probability vector, as `Prediction`s."""
         best = np.argsort(-probabilities, kind="stable")[:top]
         return [Prediction(int(i), self._labels[i][0], self._labels[i][1], float(probabilities[i])) for i in best]
 

@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_NAMES = ("mobilenet_v1_0.25_128", "mobilenet_v2_1.0_224")
+# Google's uint8 models in the fixtures: catalogue name -> release tarball.
+QUANT_FIXTURES = {"mobilenet_v1_0.25_128_quant": "mobilenet_v1_0.25_128_quant.tgz",
+                  "mobilenet_v2_1.0_224_quant": "quantized_v2_224_100.tgz"}
 IMAGES = ("elephant.jpg", "cheetah.jpg")
 PROBABILITY_TOLERANCE = 0.02
 
@@ -77,6 +80,35 @@ def fixture_artifacts(tmp_path_factory, fixtures):
             reports[name] = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / f"{name}.tgz",
                                             images=images)
     return out, reports
+
+
+@pytest.fixture(scope="session")
+def quant_artifacts(tmp_path_factory, fixtures):
+    """Both quantized fixtures converted through the `convert` command, made once. Returns the folder."""
+    from onnx_mobilenets.cli import main as cli
+
+    out = tmp_path_factory.mktemp("quant_artifacts")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("quant_cache")))
+        for name, tarball in QUANT_FIXTURES.items():
+            code = cli(["convert", name, "--checkpoint", str(fixtures / "checkpoints" / tarball), "--output", str(out)])
+            assert code == 0, name
+    return out
+
+
+def assert_quantized_top5_matches(probabilities, expected_top5, tol=PROBABILITY_TOLERANCE):
+    """Top-5 of a quantized model against expected_quant.json. Quantized logits tie exactly, so tied
+    classes compare as sets: each expected class is within `tol` of its probability, and each class
+    in our top-5 is expected or ties (within `tol`) with the expected fifth."""
+    probabilities = np.asarray(probabilities)
+    assert probabilities.shape == (1000,), probabilities.shape
+    for entry in expected_top5:
+        got = probabilities[entry["class_index"]]
+        assert abs(got - entry["probability"]) <= tol, (entry, got)
+    expected = {e["class_index"] for e in expected_top5}
+    fifth = min(e["probability"] for e in expected_top5)
+    for index in np.argsort(-probabilities, kind="stable")[:5]:
+        assert index in expected or abs(probabilities[index] - fifth) <= tol, (int(index), probabilities[index])
 
 
 @pytest.fixture(autouse=True)

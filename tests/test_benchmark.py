@@ -9,11 +9,12 @@ from pathlib import Path
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
 
 
-def test_benchmark_tool_produces_every_figure(tmp_path):
+def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, str(TOOL), "mobilenet_v1_0.25_128", "--rounds", "1", "--round-seconds", "0.01",
-         "--threads", "1", "--json", str(out), "--markdown", str(tmp_path / "bench.md"), "--work-dir", str(tmp_path / "w")],
+         "--threads", "1", "--json", str(out), "--markdown", str(tmp_path / "bench.md"), "--work-dir", str(tmp_path / "w"),
+         "--quantized", "mobilenet_v1_0.25_128_quant", "--mirror", str(fixtures / "checkpoints")],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -34,5 +35,11 @@ def test_benchmark_tool_produces_every_figure(tmp_path):
         "fraction_of_matmul_peak_b32"}
     process = variant["process"]
     assert 0 < process["first_prediction_s"] < 30 and 10 < process["peak_rss_mb"] < 4000
+    (quant,) = report["quantized"]
+    assert quant["variant"] == "mobilenet_v1_0.25_128_quant" and quant["float_variant"] == "mobilenet_v1_0.25_128"
+    assert set(quant["contenders"]) == {f"{c}_b{n}" for c in ("int8_ort", "tflite_xnnpack", "float_ort") for n in (1, 32)}
+    assert set(quant["ratios"]) == {"int8_speedup_vs_float_b1", "int8_speedup_vs_tflite_b1", "int8_speedup_vs_float_b32",
+                                    "int8_speedup_vs_tflite_b32", "int8_size_over_float"}
+    assert 0.2 < quant["ratios"]["int8_size_over_float"] < 0.4
     table = (tmp_path / "bench.md").read_text()
-    assert "| ort_raw_b1 |" in table and "| peak_rss_mb |" in table
+    assert "| ort_raw_b1 |" in table and "| peak_rss_mb |" in table and "| tflite_xnnpack_b1 |" in table

@@ -21,7 +21,7 @@ def _published_count(model, family):
     return count
 
 
-@pytest.mark.parametrize("variant", list_variants(), ids=lambda v: v.name)
+@pytest.mark.parametrize("variant", list_variants(precision="float32"), ids=lambda v: v.name)
 def test_every_variant_builds_with_published_size(variant):
     model = build_variant(variant.name, weights=None)
     assert model.input_shape == (None, variant.resolution, variant.resolution, 3)

@@ -25,7 +25,7 @@ def test_wheel_layout_and_metadata(tmp_path):
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     base = [r for r in requires if "extra ==" not in r]
     assert sorted(r.split(">")[0].split("=")[0].strip().lower() for r in base) == ["numpy", "onnxruntime", "pillow"]
-    for extra, package in (("convert", "tensorflow"), ("convert", "tf2onnx"), ("convert", "onnx"),
+    for extra, package in (("convert", "tensorflow"), ("convert", "tf2onnx"), ("convert", "onnx"), ("convert", "ai-edge-litert"),
                            ("verify", "openvino"), ("verify", "opencv-python-headless"), ("gpu", "onnxruntime-gpu"),
                            ("dev", "pytest")):
         assert any(r.lower().startswith(package) and f'extra == "{extra}"' in r for r in requires), (extra, package)

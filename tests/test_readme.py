@@ -43,8 +43,8 @@ SHELL = _blocks("bash")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, fixtures, fixture_artifacts):
-    """A working folder with the example images, a cache holding the V2 artifact, a mirror serving
+def world(tmp_path_factory, fixtures, fixture_artifacts, quant_artifacts):
+    """A working folder with the example images, a cache holding the V2 artifacts, a mirror serving
     a fixture checkpoint under an official name without a published checksum, and the checkpoint
     at the `path/to/` the README names."""
     out, _ = fixture_artifacts
@@ -56,6 +56,7 @@ def world(tmp_path_factory, fixtures, fixture_artifacts):
     for image in IMAGES:
         shutil.copy(fixtures / "images" / image, work / image)
     shutil.copy(out / "mobilenet_v2_1.0_224.onnx", cache / "artifacts")
+    shutil.copy(quant_artifacts / "mobilenet_v2_1.0_224_quant.onnx", cache / "artifacts")
     v2_checkpoint = fixtures / "checkpoints" / "mobilenet_v2_1.0_224.tgz"
     shutil.copy(v2_checkpoint, mirror / "mobilenet_v2_1.0_192.tgz")
     shutil.copy(v2_checkpoint, work / "path" / "to" / "mobilenet_v2_1.0_224.tgz")

@@ -449,6 +449,13 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     assert cli(["list", "--family", "v2"]) == 0
     listing = capsys.readouterr().out
     assert "mobilenet_v2_1.4_224" in listing and "mobilenet_v1" not in listing.split("aliases")[0]
+    rows = {line.split()[0]: line.split() for line in listing.split("aliases")[0].splitlines()[2:] if line.strip()}
+    assert rows["mobilenet_v2_1.0_224_quant"][1:7] == ["v2", "1.0", "224", "uint8", "-", "-"]
+    assert cli(["list", "--precision", "uint8"]) == 0
+    table = capsys.readouterr().out.split("aliases")[0]
+    assert table.count("_quant") == 38 and "float32" not in table
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.strip()}
+    assert rows["mobilenet_v1_1.0_224_quant"][4:7] == ["uint8", "70.1", "88.9"]
     assert cli(["doctor"]) == 0
     report = capsys.readouterr().out
     assert "CPUExecutionProvider: ok" in report and "libcudnn.so.9" in report and "cache:" in report

@@ -39,6 +39,9 @@ def median_latency_ms(session, batch, runs):
 
 def check_artifact(path, reference: OnnxRuntime, candidate: OnnxRuntime, runs: int) -> dict:
     meta = reference.session(path).get_modelmeta().custom_metadata_map
+    if "quantization" in meta:
+        raise SystemExit(f"error: {path} is a quantized artifact: its parity is TFLite's CPU arithmetic step for "
+                         "step; check it with `onnx-mobilenets verify`")
     inputs, golden_logits = golden_of(meta)
     layout = json.loads(meta["preprocessing"])["layout"]
     output = meta["output"]

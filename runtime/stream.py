@@ -1,0 +1,72 @@
+"""Classifying any number of images as a stream: decoding in threads, overlapping with inference.
+
+Pillow releases the GIL while it decodes and resizes, so a pool of threads prepares images while
+onnxruntime (its own threads) classifies the previous batch. At most `prefetch` images are in
+flight, so memory stays flat however many sources there are. Results come back in input order,
+one per source: its predictions, or the error that stopped it (a bad image never stops the others).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator, NamedTuple, Optional
+
+import numpy as np
+
+from onnx_mobilenets.errors import InvalidImageError
+
+# Failures that belong to one source: it is unreadable, missing, not an image. Anything else is a
+# bug and stops the stream.
+SOURCE_ERRORS = (InvalidImageError, OSError)
+
+
+class StreamResult(NamedTuple):
+    source: object  # as given
+    predictions: Optional[list]  # the top `Prediction`s, or None when `error` says why not
+    error: Optional[str] = None
+
+
+def predict_stream(model, sources: Iterable, top: int = 5, *, workers: Optional[int] = None,
+                   batch_size: Optional[int] = None, prefetch: Optional[int] = None) -> Iterator[StreamResult]:
+    """One `StreamResult` per source, in input order (see `OnnxMobileNet.predict_stream`)."""
+    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 1000:
+        raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
+    workers = workers or os.cpu_count() or 1
+    batch_size = batch_size or model.batch_size
+    for name, value in (("workers", workers), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    prefetch = prefetch or 2 * batch_size + workers
+    if isinstance(sources, np.ndarray) and sources.ndim == 4:
+        sources = list(sources)
+    pending = iter(sources)
+    window = deque()  # (source, future) in input order
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="onnx-mobilenets-decode")
+    try:
+        while True:
+            window.extend((s, pool.submit(model.load_array, s))
+                          for s in itertools.islice(pending, max(0, prefetch - len(window))))
+            if not window:
+                return
+            group = [window.popleft() for _ in range(min(batch_size, len(window)))]
+            # Refill before waiting on the group, so decoding goes on while this batch is classified.
+            window.extend((s, pool.submit(model.load_array, s))
+                          for s in itertools.islice(pending, max(0, prefetch - len(window))))
+            arrays, outcomes = [], []
+            for source, future in group:
+                try:
+                    arrays.append(future.result())
+                    outcomes.append((source, len(arrays) - 1))
+                except SOURCE_ERRORS as e:
+                    outcomes.append((source, f"{type(e).__name__}: {e}"))
+            probabilities = model.run(model.batch_from_arrays(arrays)) if arrays else None
+            for source, outcome in outcomes:
+                if isinstance(outcome, str):
+                    yield StreamResult(source, None, outcome)
+                else:
+                    yield StreamResult(source, model.top_predictions(probabilities[outcome], top), None)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
