@@ -17,7 +17,13 @@ by round so that drift hits all alike, after warm-up:
   --mirror, by default the test fixtures when they are beside the repository, else downloaded):
   the int8 artifact in onnxruntime (as `OnnxMobileNet` runs it), Google's `.tflite` in TFLite's
   interpreter (XNNPACK, same thread count) and our float artifact of the same variant, at batch 1
-  and 32, as paired ratios; and the file sizes.
+  and 32, as paired ratios; and the file sizes;
+- many images (--throughput N, default 1,000 generated photo-like JPEGs, half 500x375 and half
+  1600x1200) through V2 1.0/224, float and int8: a naive loop (open one image, predict one),
+  `predict_stream`, the command line writing Parquet, and Ray on this machine; against the
+  machine's limit for the job, cores / (decode-and-preprocess core-seconds per image + inference
+  core-seconds per image at the batch size); and the peak memory of predict_stream over 10x the
+  images against 1x.
 
 It prints a Markdown table and writes JSON (and, with --markdown, a Markdown report).
 Needs the [convert] extra.
@@ -52,6 +58,8 @@ def parse_args(argv):
     parser.add_argument("--work-dir", help="where random-weight artifacts are made and kept (default: a temp dir)")
     parser.add_argument("--quantized", nargs="*", default=list(DEFAULT_QUANTIZED), metavar="NAME",
                         help="quantized variants to measure (default: %(default)s; none: --quantized)")
+    parser.add_argument("--throughput", type=int, default=1000, metavar="N",
+                        help="images for the many-images benchmark (0: skip it; default 1000)")
     parser.add_argument("--mirror", default=_fixture_mirror(),
                         help="folder holding the quantized release tarballs under their official names "
                              "(default: the test fixtures beside the repository, if there)")
@@ -328,6 +336,24 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
             "contenders": results, "ratios": ratios, "process": process}
 
 
+def _throughput_artifacts(work: Path, names: list, quantized: list) -> dict:
+    """V2 1.0/224 float (random weights) and its int8 sibling, when measured above; otherwise the
+    first variants asked for."""
+    from .conversion.convert import convert_variant
+
+    artifacts = work / "artifacts"
+    float_name = "mobilenet_v2_1.0_224" if "mobilenet_v2_1.0_224" in names else names[0]
+    if not (artifacts / f"{float_name}.onnx").is_file():
+        convert_variant(float_name, artifacts, random_weights=True)
+    chosen = {"float": artifacts / f"{float_name}.onnx"}
+    int8 = artifacts / f"{float_name}_quant.onnx"
+    if not int8.is_file() and quantized:
+        int8 = artifacts / f"{quantized[0]}.onnx"
+    if int8.is_file():
+        chosen["int8"] = int8
+    return chosen
+
+
 def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: float) -> dict:
     """The int8 artifact in onnxruntime against TFLite (XNNPACK) on the same .tflite and against our
     float artifact of the same variant (random weights: speed does not depend on the values)."""
@@ -385,6 +411,115 @@ def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: 
                          "tflite": len(tflite_model) / 1e6}, "onnxruntime": ort.__version__}
 
 
+def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list:
+    """`count` JPEGs that decode like photographs: smooth colour fields with fine texture, half of
+    them 500x375 and half 1600x1200."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        size = (500, 375) if i % 2 == 0 else (1600, 1200)
+        path = folder / f"photo_{i:05d}_{size[0]}x{size[1]}.jpg"
+        if not path.is_file():
+            coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+            field = np.asarray(Image.fromarray(coarse).resize(size, Image.BILINEAR), np.float32)
+            field += rng.normal(0, 12, field.shape).astype(np.float32)
+            Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _peak_memory_mb(artifact: Path, listing: Path, repeat: int, batch_size: int) -> float:
+    """Peak resident memory (VmHWM) of a process streaming the listed images `repeat` times."""
+    code = (
+        "import sys\n"
+        "from onnx_mobilenets import OnnxMobileNet\n"
+        "paths = open(sys.argv[2]).read().split()\n"
+        f"model = OnnxMobileNet(sys.argv[1], providers='cpu', batch_size={batch_size})\n"
+        f"count = sum(1 for _ in model.predict_stream(path for _ in range({repeat}) for path in paths))\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(count, hwm)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(artifact), str(listing)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[1]) / 1024
+
+
+def bench_throughput(artifacts: dict, work: Path, threads: int, count: int, batch_size: int = 32) -> dict:
+    """Many images through each artifact ({label: path}); see the module docstring."""
+
+    from .runtime import OnnxMobileNet
+
+    print(f"  generating {count} photo-like JPEGs...", flush=True)
+    paths = photo_like_jpegs(work / "photos", count)
+    listing = work / "photos.txt"
+    listing.write_text("\n".join(map(str, paths)) + "\n")
+    results = {"images": count, "batch_size": batch_size, "cores": os.cpu_count(), "artifacts": {}}
+    for label, artifact in artifacts.items():
+        print(f"  {label}: limit, naive loop, predict_stream, command line, Ray...", flush=True)
+        model = OnnxMobileNet(artifact, providers="cpu", threads=threads, batch_size=batch_size)
+        single = OnnxMobileNet(artifact, providers="cpu", threads=1, batch_size=batch_size)
+        sample = paths[: min(len(paths), 100)]
+        # Core-seconds per image: decoding and preprocessing on one thread (CPU time, so waiting
+        # costs nothing), inference of whole batches on one onnxruntime thread.
+        cpu_started = time.process_time()
+        arrays = [single.load_array(p) for p in sample]
+        decode = (time.process_time() - cpu_started) / len(sample)
+        batch = single.batch_from_arrays((arrays * (batch_size // len(arrays) + 1))[:batch_size])
+        single.run(batch)
+        infer = min(_seconds(lambda: single.run(batch)) for _ in range(3)) / batch_size
+        limit = os.cpu_count() / (decode + infer)
+
+        naive = count / _seconds(lambda: [model.predict(p) for p in paths])
+        streamed = count / _seconds(lambda: sum(1 for _ in model.predict_stream(paths)))
+        command = [sys.executable, "-m", "onnx_mobilenets.cli", "predict", f"@{listing}", "--model", str(artifact),
+                   "--output", str(work / f"{label}.parquet"), "--quiet", "--batch-size", str(batch_size)]
+        cli_rate = count / _seconds(lambda: subprocess.run(command, check=True, capture_output=True))
+        ray_rate, ray_start = _ray_rate(paths, artifact, batch_size)
+        results["artifacts"][label] = {
+            "decode_core_s_per_image": decode, "inference_core_s_per_image": infer, "limit_images_per_s": limit,
+            "naive_images_per_s": naive, "stream_images_per_s": streamed, "cli_parquet_images_per_s": cli_rate,
+            "ray_images_per_s": ray_rate, "ray_start_s": ray_start,
+            "stream_over_limit": streamed / limit, "stream_over_naive": streamed / naive,
+            "ray_over_stream": ray_rate / streamed if ray_rate else None,
+        }
+    label, artifact = next(iter(artifacts.items()))
+    print(f"  peak memory of predict_stream over {count} and {10 * count} images ({label})...", flush=True)
+    one, ten = (_peak_memory_mb(Path(artifact), listing, repeat, batch_size) for repeat in (1, 10))
+    results["memory"] = {"artifact": label, "peak_mb_1x": one, "peak_mb_10x": ten, "growth_mb": ten - one}
+    return results
+
+
+def _ray_rate(paths, artifact, batch_size) -> tuple:
+    """Images/s of runtime.ray.classify on a local Ray (start-up of Ray itself reported apart), or
+    (None, None) without the [ray] extra."""
+    try:
+        import ray
+    except ImportError:
+        return None, None
+    from .runtime import ray as ray_runner
+
+    started = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    start = time.perf_counter() - started
+    try:
+        seconds = _seconds(lambda: ray_runner.classify([str(p) for p in paths], artifact,
+                                                       batch_size=batch_size).take_all())
+    finally:
+        ray.shutdown()
+    return len(paths) / seconds, start
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 TARGETS = {
@@ -394,6 +529,8 @@ TARGETS = {
     "speedup_vs_tf_function_b1": (">=", 2.0),
     "int8_speedup_vs_float_b1": (">=", 1.4), "int8_speedup_vs_tflite_b1": (">=", 1.2),
     "int8_speedup_vs_float_b32": (">", 1.0), "int8_speedup_vs_tflite_b32": (">", 1.0),
+    "stream_over_limit": (">=", 0.9), "stream_over_naive": (">=", 1.2), "ray_over_stream": (">=", 0.7),
+    "growth_mb": ("<=", 50.0),
 }
 
 
@@ -444,7 +581,38 @@ def markdown(report: dict) -> str:
         lines.append(f"| {key} | " + " | ".join(fmt.format(v["process"][key]) for v in report["variants"]) + " |")
     if report.get("quantized"):
         lines += quantized_markdown(report)
+    if report.get("throughput"):
+        lines += throughput_markdown(report["throughput"])
     return "\n".join(lines) + "\n"
+
+
+def throughput_markdown(t: dict) -> list:
+    labels = list(t["artifacts"])
+    lines = ["", f"Many images: {t['images']} generated photo-like JPEGs (half 500x375, half 1600x1200), "
+                 f"batch {t['batch_size']}, {t['cores']} cores. Limit = cores / (decode-and-preprocess + inference "
+                 "core-seconds per image). The command line's rate includes its start-up and model load; Ray's "
+                 "includes starting its actors but not Ray itself (ray_start_s).", "",
+             "| images/s | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for key in ("limit_images_per_s", "naive_images_per_s", "stream_images_per_s", "cli_parquet_images_per_s",
+                "ray_images_per_s", "ray_start_s", "decode_core_s_per_image", "inference_core_s_per_image"):
+        cells = []
+        for label in labels:
+            value = t["artifacts"][label][key]
+            cells.append("-" if value is None else (f"{value * 1000:.2f} ms" if "core_s" in key else f"{value:.1f}"))
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    for key in ("stream_over_limit", "stream_over_naive", "ray_over_stream"):
+        rule = TARGETS[key]
+        cells = []
+        for label in labels:
+            value = t["artifacts"][label][key]
+            cells.append("-" if value is None else f"{value:.2f}" + ("" if _meets(value, rule) else " MISSED"))
+        lines.append(f"| {key} ({rule[0]} {rule[1]}) | " + " | ".join(cells) + " |")
+    m = t["memory"]
+    growth = m["growth_mb"]
+    lines.append(f"| peak memory, predict_stream ({m['artifact']}): {t['images']} / {10 * t['images']} images | "
+                 f"{m['peak_mb_1x']:.0f} / {m['peak_mb_10x']:.0f} MB, growth {growth:.0f} MB (<= 50)"
+                 + ("" if growth <= 50 else " MISSED") + " |" + " |" * (len(labels) - 1))
+    return lines
 
 
 def quantized_markdown(report: dict) -> list:
@@ -492,6 +660,10 @@ def run(args) -> int:
         for name in args.quantized:
             print(f"{name}:", flush=True)
             report["quantized"].append(bench_quantized(name, work, args.threads, args.rounds, args.round_seconds))
+        if args.throughput:
+            print("many images:", flush=True)
+            report["throughput"] = bench_throughput(_throughput_artifacts(work, names, args.quantized), work,
+                                                    args.threads, args.throughput)
     report["seconds"] = time.perf_counter() - started
     table = markdown(report)
     print()

@@ -16,6 +16,7 @@ Every engine runs in float32: the bound of `onnx_mobilenets.parity` is a float32
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -111,19 +112,23 @@ class OnnxRuntime(Engine):
         return session.run(None, {session.get_inputs()[0].name: _feed(inputs, layout)})[0]
 
 
-class OpenVino(Engine):
-    name = "OpenVINO-CPU"
-    note = "f32 pinned"
+class _PythonPackage(Engine):
+    """An engine that is a Python package of the [verify] extra."""
+
+    module = ""  # what to import
+    label = ""  # what to call it in messages
 
     def unavailable(self) -> Optional[str]:
-        if importlib.util.find_spec("openvino") is None:
-            return f"OpenVINO is not installed ({VERIFY_EXTRA})"
+        if importlib.util.find_spec(self.module) is None:
+            return f"{self.label} is not installed ({VERIFY_EXTRA})"
         return None
 
     def version(self) -> str:
-        import openvino
+        return importlib.import_module(self.module).__version__.split("-")[0]
 
-        return openvino.__version__.split("-")[0]
+
+class OpenVino(_PythonPackage):
+    name, module, label, note = "OpenVINO-CPU", "openvino", "OpenVINO", "f32 pinned"
 
     def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
         import openvino
@@ -132,18 +137,8 @@ class OpenVino(Engine):
         return np.asarray(compiled(_feed(inputs, layout))[compiled.output(0)])
 
 
-class OpenCv(Engine):
-    name = "OpenCV-DNN"
-
-    def unavailable(self) -> Optional[str]:
-        if importlib.util.find_spec("cv2") is None:
-            return f"OpenCV is not installed ({VERIFY_EXTRA})"
-        return None
-
-    def version(self) -> str:
-        import cv2
-
-        return cv2.__version__
+class OpenCv(_PythonPackage):
+    name, module, label = "OpenCV-DNN", "cv2", "OpenCV"
 
     def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
         import cv2

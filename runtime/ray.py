@@ -84,7 +84,7 @@ def default_actors(num_cpus: float, num_gpus: float) -> int:
 def classify(sources, model="v2", *, top: int = 5, batch_size: int = 32, concurrency: Optional[int] = None,
              num_cpus: float = 1, num_gpus: float = 0, providers=None, workers: Optional[int] = None):
     """A Ray Dataset of prediction rows for `sources`: a list of image paths (readable where the
-    actors run) or a Dataset with ``bytes`` and ``path`` columns. `model` is resolved here (alias,
+    actors run; rows name them as absolute paths) or a Dataset with ``bytes`` and ``path`` columns. `model` is resolved here (alias,
     catalogue name or .onnx path) and shipped to the actors once. `concurrency` actors (default:
     `default_actors`), each with `num_cpus` CPUs and `num_gpus` GPUs, take batches of `batch_size`
     rows; `providers` default to "cuda" for GPU actors and "cpu" otherwise."""
@@ -97,7 +97,8 @@ def classify(sources, model="v2", *, top: int = 5, batch_size: int = 32, concurr
     if isinstance(sources, ray.data.Dataset):
         dataset = sources
     else:
-        dataset = ray.data.from_items([{"path": str(p)} for p in sources])
+        # Absolute: the actors need not share this process's working directory.
+        dataset = ray.data.from_items([{"path": str(Path(p).absolute())} for p in sources])
     actors = concurrency or default_actors(num_cpus, num_gpus)
     return dataset.map_batches(
         Classifier,

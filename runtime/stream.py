@@ -34,12 +34,12 @@ def predict_stream(model, sources: Iterable, top: int = 5, *, workers: Optional[
     """One `StreamResult` per source, in input order (see `OnnxMobileNet.predict_stream`)."""
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 1000:
         raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
-    workers = workers or os.cpu_count() or 1
-    batch_size = batch_size or model.batch_size
-    for name, value in (("workers", workers), ("batch_size", batch_size)):
+    workers = os.cpu_count() or 1 if workers is None else workers
+    batch_size = model.batch_size if batch_size is None else batch_size
+    prefetch = 2 * batch_size + workers if prefetch is None else prefetch
+    for name, value in (("workers", workers), ("batch_size", batch_size), ("prefetch", prefetch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    prefetch = prefetch or 2 * batch_size + workers
     if isinstance(sources, np.ndarray) and sources.ndim == 4:
         sources = list(sources)
     pending = iter(sources)

@@ -111,6 +111,15 @@ def assert_quantized_top5_matches(probabilities, expected_top5, tol=PROBABILITY_
         assert index in expected or abs(probabilities[index] - fifth) <= tol, (int(index), probabilities[index])
 
 
+def pretend_cuda_is_installed(monkeypatch, session_class):
+    """onnxruntime offers CUDA, and `session_class` stands in for InferenceSession (no GPU needed)."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session_class)
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty cache and no mirror/offline settings from the environment."""

@@ -14,7 +14,7 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     result = subprocess.run(
         [sys.executable, str(TOOL), "mobilenet_v1_0.25_128", "--rounds", "1", "--round-seconds", "0.01",
          "--threads", "1", "--json", str(out), "--markdown", str(tmp_path / "bench.md"), "--work-dir", str(tmp_path / "w"),
-         "--quantized", "mobilenet_v1_0.25_128_quant", "--mirror", str(fixtures / "checkpoints")],
+         "--quantized", "mobilenet_v1_0.25_128_quant", "--mirror", str(fixtures / "checkpoints"), "--throughput", "12"],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -41,5 +41,13 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     assert set(quant["ratios"]) == {"int8_speedup_vs_float_b1", "int8_speedup_vs_tflite_b1", "int8_speedup_vs_float_b32",
                                     "int8_speedup_vs_tflite_b32", "int8_size_over_float"}
     assert 0.2 < quant["ratios"]["int8_size_over_float"] < 0.4
+    throughput = report["throughput"]
+    assert throughput["images"] == 12 and set(throughput["artifacts"]) == {"float", "int8"}
+    for figures in throughput["artifacts"].values():
+        assert figures["limit_images_per_s"] > 0 and figures["stream_images_per_s"] > 0 and figures["naive_images_per_s"] > 0
+        assert figures["cli_parquet_images_per_s"] > 0 and figures["ray_images_per_s"] > 0
+        assert figures["decode_core_s_per_image"] > 0 and figures["inference_core_s_per_image"] > 0
+    assert throughput["memory"]["peak_mb_10x"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert "| ort_raw_b1 |" in table and "| peak_rss_mb |" in table and "| tflite_xnnpack_b1 |" in table
+    assert "| stream_images_per_s |" in table

@@ -5,7 +5,6 @@ AVX2-only CPU), the gate catching a broken weight or zero point, verify, and bad
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from PIL import Image
 
 from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches
 from onnx_mobilenets import ConversionError, InvalidModelError, OnnxMobileNet, get_variant

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from conftest import FIXTURE_NAMES, IMAGES, WITHOUT_TENSORFLOW, assert_top5_matches
+from conftest import FIXTURE_NAMES, IMAGES, WITHOUT_TENSORFLOW, assert_top5_matches, pretend_cuda_is_installed
 from onnx_mobilenets import (ChecksumError, InvalidImageError, InvalidModelError, ModelNotFoundError, OnnxMobileNet,
                              Prediction, ProviderError)
 from onnx_mobilenets.cli import main as cli
@@ -260,9 +260,7 @@ class _FakeSession:
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort, "InferenceSession", _FakeSession)
-    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    pretend_cuda_is_installed(monkeypatch, _FakeSession)
     _FakeSession.calls = []
     return _FakeSession
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from conftest import WITHOUT_TENSORFLOW
+from conftest import WITHOUT_TENSORFLOW, pretend_cuda_is_installed
 import onnxruntime as ort
 import pytest
 
@@ -125,9 +125,7 @@ class _CudaStandIn(ort.InferenceSession):
 
 @pytest.fixture
 def mocked_cuda(monkeypatch):
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort, "InferenceSession", _CudaStandIn)
-    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    pretend_cuda_is_installed(monkeypatch, _CudaStandIn)
     _CudaStandIn.requested = []
     return _CudaStandIn
 

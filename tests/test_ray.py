@@ -1,0 +1,95 @@
+"""The same job on Ray: a local cluster (ray.init(num_cpus=2)) classifies a few hundred images,
+broken ones included, from paths and from a Dataset of bytes; its rows equal predict_stream's, no
+image lost or duplicated; `predict --ray` writes them as Parquet."""
+
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from onnx_mobilenets import OnnxMobileNet, OnnxMobileNetsError
+from onnx_mobilenets.batch import result_row
+from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.parity import parity_pixels
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (.ci/run installs it)")
+from onnx_mobilenets.runtime import ray as ray_runner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """300 small photo-like JPEGs, 12 of them broken in different ways."""
+    folder = tmp_path_factory.mktemp("ray_images")
+    pixels = parity_pixels(96, count=300, seed=9)
+    paths = []
+    for i, image in enumerate(pixels):
+        path = folder / f"img_{i:03d}.jpg"
+        Image.fromarray(image).save(path, quality=85)
+        if i % 25 == 7:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 3] if i % 2 else b"not a picture")
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def v1_path(fixture_artifacts):
+    out, _ = fixture_artifacts
+    return out / "mobilenet_v1_0.25_128.onnx"
+
+
+def _expected_rows(v1_path, paths):
+    model = OnnxMobileNet(v1_path, providers="cpu")
+    return {row["path"]: row for row in map(result_row, model.predict_stream(paths))}
+
+
+def _same(rows, expected):
+    assert sorted(r["path"] for r in rows) == sorted(expected)  # every image exactly once
+    for row in rows:
+        want = expected[row["path"]]
+        assert list(row["class_indices"]) == want["class_indices"], row["path"]
+        assert list(row["labels"]) == want["labels"]
+        np.testing.assert_allclose(list(row["probabilities"]), want["probabilities"], atol=1e-6)
+        assert bool(row["error"]) == bool(want["error"])
+
+
+def test_classify_paths_on_a_local_cluster(cluster, images, v1_path):
+    expected = _expected_rows(v1_path, images)
+    assert sum(bool(r["error"]) for r in expected.values()) == 12
+    rows = ray_runner.classify(images, v1_path, batch_size=16).take_all()
+    _same(rows, expected)
+    assert all(r["error"].startswith("InvalidImageError") for r in rows if r["error"])
+
+
+def test_classify_a_dataset_of_bytes(cluster, images, v1_path):
+    """Files read on the workers (read_binary_files), decoded there; rows named by their paths."""
+    dataset = ray.data.read_binary_files(images[:120], include_paths=True)
+    rows = ray_runner.classify(dataset, v1_path, batch_size=16).take_all()
+    _same(rows, _expected_rows(v1_path, images[:120]))
+
+
+def test_sizing_leaves_a_cpu_for_reading(cluster):
+    assert ray_runner.default_actors(num_cpus=1, num_gpus=0) == 1  # 2 CPUs: 1 actor, 1 for the read tasks
+
+
+def test_the_artifact_is_checked_where_it_lands(v1_path):
+    data = v1_path.read_bytes()
+    with pytest.raises(OnnxMobileNetsError, match="SHA-256"):
+        ray_runner.Classifier(data, "0" * 64, top=5, providers="cpu", batch_size=4, workers=1)
+
+
+def test_predict_with_ray_writes_parquet(cluster, images, v1_path, tmp_path, capsys):
+    output = tmp_path / "predictions"
+    assert cli(["predict", *images[:60], "--ray", "--output", str(output), "--model", str(v1_path)]) == 1  # 3 broken
+    rows = pq.read_table(output).to_pylist()
+    _same(rows, _expected_rows(v1_path, images[:60]))
+    assert "60 images (3 failed)" in capsys.readouterr().out
