@@ -436,8 +436,9 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     assert cli(["predict", image, "--model", str(out / "mobilenet_v2_1.0_224.onnx"), "--top", "3"]) == 0
     table = capsys.readouterr().out
     assert "cheetah" in table and "rank" in table and table.count("\n") >= 5
-    assert cli(["predict", image, image, "--json", "--model", str(out / "mobilenet_v1_0.25_128.onnx"),
-                "--providers", "cpu"]) == 0
+    elephant = str(fixtures / "images" / "elephant.jpg")
+    assert cli(["predict", image, elephant, image, "--json", "--model", str(out / "mobilenet_v1_0.25_128.onnx"),
+                "--providers", "cpu"]) == 0  # a path given twice is classified once
     data = json.loads(capsys.readouterr().out)
     assert data["model"] == "mobilenet_v1_0.25_128" and len(data["results"]) == 2
     assert data["results"][0]["predictions"][0]["label"] == "cheetah"
