@@ -162,8 +162,7 @@ def _cmd_evaluate(args) -> int:
             bar.close()
     rows = report.pop("rows")
     if writer is not None:
-        writer.write([{k: r[k] for k in ("path", "class_indices", "synsets", "labels", "probabilities", "error")}
-                      for r in rows])
+        writer.write([{k: r[k] for k in batch.COLUMNS} for r in rows])
         writer.close()
     variant = _catalogue_variant(report["model"])
     report["published_top1"] = variant.top1 if variant else None

@@ -25,7 +25,6 @@ import numpy as np
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
 RAY_INSTALL = "pip install 'onnx-mobilenets[ray]'"
-COLUMNS = ("path", "class_indices", "synsets", "labels", "probabilities", "error")
 
 
 def _ray():
@@ -55,7 +54,7 @@ class Classifier:
         self.top, self.workers = top, workers
 
     def __call__(self, batch: dict) -> dict:
-        from onnx_mobilenets.batch import result_row
+        from onnx_mobilenets.batch import COLUMNS, result_row
 
         paths = [str(p) for p in batch["path"]]
         sources = list(batch["bytes"]) if "bytes" in batch else paths

@@ -19,6 +19,7 @@ from onnx import numpy_helper
 
 from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches
 from onnx_mobilenets import ConversionError, InvalidModelError, OnnxMobileNet, get_variant
+from onnx_mobilenets.benchmark import has_vnni
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.conversion import quantized
 from onnx_mobilenets.parity import check_quantized, parity_pixels
@@ -146,13 +147,6 @@ def test_symbolic_batch_gives_each_images_batch1_answer(quant_artifacts, name):
         model.run(pixels.astype(np.float32))
 
 
-def _has_vnni() -> bool:
-    from numpy._core._multiarray_umath import __cpu_features__
-
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return bool(__cpu_features__.get("AVX512VNNI")) or " avx_vnni" in flags or " avx512_vnni" in flags
-
-
 def test_int8_weights_are_exact_with_the_guard_on_any_cpu(quant_artifacts, tflite_models):
     """The runtime hands onnxruntime int8 weights with session.x64quantprecision: exact here. Without
     that option, a CPU without VNNI (this one, if so) saturates and changes results."""
@@ -174,7 +168,7 @@ def test_int8_weights_are_exact_with_the_guard_on_any_cpu(quant_artifacts, tflit
     int8 = with_int8_weights(data, quantization["int8_view"])
     assert check_quantized(reference, logits(int8, guard=True)).passed
     unguarded = check_quantized(reference, logits(int8, guard=False))
-    assert unguarded.passed == _has_vnni(), unguarded  # the guard is what makes non-VNNI CPUs exact
+    assert unguarded.passed == has_vnni(), unguarded  # the guard is what makes non-VNNI CPUs exact
 
 
 def test_int8_view_is_the_same_network(quant_artifacts):
