@@ -95,7 +95,7 @@ class OnnxRuntime(Engine):
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        data = runtime_form(Path(path).read_bytes(), options)  # as OnnxMobileNet runs it
+        data = runtime_form(Path(path).read_bytes())  # as OnnxMobileNet runs it
         if self.provider != "tensorrt":
             session = create_session(data, self.provider, session_options=options)
         else:

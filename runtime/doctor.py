@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from onnx_mobilenets import download
 
+from .model_bytes import cpu_has_vnni
 from .providers import conflicting_wheels_warning, installed_onnxruntime_wheels
 
 # Libraries the CUDA provider of onnxruntime-gpu 1.19+ (CUDA 12, cuDNN 9) loads.
@@ -69,6 +70,10 @@ def report() -> str:
     lines.append("  bindable providers (a probe model run on each):")
     for provider, state in bindable_providers().items():
         lines.append(f"    {provider}: {state}")
+    if cpu_has_vnni():
+        lines.append("  quantized models on the CPU: int8 weights, fast u8 x s8 kernels (this CPU has AVX512-VNNI)")
+    else:
+        lines.append("  quantized models on the CPU: the files' uint8 weights, exact u8 x u8 kernels (no AVX512-VNNI)")
     lines.append("CUDA / cuDNN libraries")
     for name, state in cuda_libraries().items():
         lines.append(f"  {name}: {state}")

@@ -75,7 +75,7 @@ class OnnxMobileNet:
         except OSError as e:
             raise InvalidModelError(f"cannot read {self.path}: {e}") from e
         try:
-            data = runtime_form(data, options)  # quantized artifacts: int8 weights where that is exact
+            data = runtime_form(data)  # quantized artifacts: int8 weights where that is exact and faster
         except InvalidModelError as e:
             raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
         try:

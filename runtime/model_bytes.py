@@ -11,16 +11,22 @@ Three jobs, on the protobuf wire format of `ModelProto` (stable since ONNX's fir
 - `runtime_form`: what the runtime hands onnxruntime for an artifact (below).
 
 Why int8 at all: onnxruntime's fast x86 kernels multiply uint8 activations by int8 weights (VNNI:
-one instruction, 32-bit sums); with uint8 weights it takes a slower path. But on x86 CPUs without
-VNNI (AVX2 or AVX-512 only) the u8 x s8 instruction adds pairs of products in 16 bits and
-saturates, which changes results. onnxruntime's session option ``session.x64quantprecision`` turns
-int8 weights back into uint8 on exactly those CPUs, at load time. So the file keeps TFLite's exact
-uint8 weights (right for any consumer), and the runtime offers int8 weights together with that
-option: fast where the CPU has VNNI, exact everywhere.
+one instruction, 32-bit sums); with uint8 weights it takes a slower u8 x u8 path. But on x86 CPUs
+without VNNI (AVX2 or AVX-512 only) the u8 x s8 instruction adds pairs of products in 16 bits and
+saturates, which changes results. So the file keeps TFLite's exact uint8 weights (right for any
+consumer, on any CPU), and the runtime re-expresses them as int8 only where this CPU has
+AVX512-VNNI: fast there, exact everywhere.
+
+The decision is ours, not onnxruntime's: its option ``session.x64quantprecision`` turns int8
+weights back into uint8 wherever its u8 x u8 and u8 x s8 kernel tables differ, which is every x86
+CPU with AVX2, VNNI or not (MLAS ``MlasPlatformU8S8Overflow``), so with it the fast kernels are
+never used. CPUs with only the VEX-encoded AVX-VNNI (Alder Lake-class desktops) are not seen by
+NumPy's feature table and keep the exact, slower uint8 path.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -33,7 +39,6 @@ _GRAPH_INITIALIZER = 5
 _TENSOR_DATA_TYPE, _TENSOR_NAME, _TENSOR_RAW_DATA = 2, 8, 9
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 _UINT8, _INT8 = 2, 3
-INT8_OVERFLOW_GUARD = "session.x64quantprecision"
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 
 
@@ -118,16 +123,41 @@ def with_int8_weights(model: bytes, names) -> bytes:
     return bytes(patched)
 
 
-def runtime_form(model: bytes, options) -> bytes:
-    """The bytes to create a session from, with `options` (onnxruntime.SessionOptions) prepared: for
-    a quantized artifact its weights as int8 and onnxruntime asked to undo that where it would
-    overflow; any other model unchanged."""
+def cpu_has_vnni() -> bool:
+    """Whether this process runs on a CPU with AVX512-VNNI that the OS lets it use: NumPy's own
+    CPUID reading, so an emulator's CPU (``qemu-x86_64 -cpu Haswell``) is seen as it is emulated,
+    which /proc/cpuinfo (the host's) would not show. False where it cannot tell."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # NumPy 2, 1
+        try:
+            features = importlib.import_module(module).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return bool(features.get("AVX512VNNI"))
+    return False
+
+
+def int8_weight_names(model: bytes) -> list:
+    """The weights and zero points a quantized artifact's metadata marks as re-expressible in
+    int8; empty for a float artifact."""
     quantization = read_metadata(model).get("quantization")
     if not quantization:
-        return model
+        return []
     try:
         names = json.loads(quantization)["int8_view"]
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidModelError(f"unreadable quantization metadata: {e}") from None
-    options.add_session_config_entry(INT8_OVERFLOW_GUARD, "1")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidModelError("unreadable quantization metadata: int8_view is not a list of names")
+    return names
+
+
+def runtime_form(model: bytes, int8_weights: bool | None = None) -> bytes:
+    """The bytes to create an onnxruntime session from: for a quantized artifact its weights as
+    int8 where that is both exact and faster (`int8_weights`; default: this CPU has VNNI), else as
+    stored; any other model unchanged."""
+    names = int8_weight_names(model)
+    if int8_weights is None:
+        int8_weights = cpu_has_vnni()
+    if not names or not int8_weights:
+        return model
     return with_int8_weights(model, names)

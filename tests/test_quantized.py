@@ -1,7 +1,8 @@
 """Google's quantized MobileNets as QDQ ONNX: conversion through the command line, parity with
 Google's TFLite interpreter (golden inputs and photographs), the runtime on every input kind without
-TensorFlow, symbolic batch, int8 weights exact with or without VNNI (natively and under an emulated
-AVX2-only CPU), the gate catching a broken weight or zero point, verify, and bad input."""
+TensorFlow, symbolic batch, int8 weights handed to onnxruntime only where the CPU has VNNI and exact
+either way (natively and under an emulated AVX2-only CPU), the gate catching a broken weight or zero
+point, verify, and bad input."""
 
 import io
 import json
@@ -19,11 +20,10 @@ from onnx import numpy_helper
 
 from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches
 from onnx_mobilenets import ConversionError, InvalidModelError, OnnxMobileNet, get_variant
-from onnx_mobilenets.benchmark import has_vnni
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.conversion import quantized
 from onnx_mobilenets.parity import check_quantized, parity_pixels
-from onnx_mobilenets.runtime.model_bytes import INT8_OVERFLOW_GUARD, read_metadata, runtime_form, with_int8_weights
+from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni, read_metadata, runtime_form, with_int8_weights
 from onnx_mobilenets.verify import golden_of, verify_artifact
 
 
@@ -80,6 +80,7 @@ def test_conversion_makes_a_clean_qdq_graph_with_its_record(quant_artifacts, nam
     parity = json.loads(meta["parity"])
     for form in ("runtime", "stored"):
         assert parity[form]["max_steps"] <= 1 and parity[form]["identical"] >= 0.95, parity
+    assert parity["runtime_int8_weights"] is cpu_has_vnni()  # which form "runtime" was checked in
     assert parity["tflite_builtin_kernels"]["identical"] < parity["runtime"]["identical"]  # XNNPACK is the reference
     entry = json.loads((quant_artifacts / "manifest.json").read_text())["artifacts"][name]
     assert entry["parity"] == parity and entry["size"] == path.stat().st_size
@@ -147,28 +148,41 @@ def test_symbolic_batch_gives_each_images_batch1_answer(quant_artifacts, name):
         model.run(pixels.astype(np.float32))
 
 
-def test_int8_weights_are_exact_with_the_guard_on_any_cpu(quant_artifacts, tflite_models):
-    """The runtime hands onnxruntime int8 weights with session.x64quantprecision: exact here. Without
-    that option, a CPU without VNNI (this one, if so) saturates and changes results."""
+def test_int8_weights_only_where_the_cpu_has_vnni(quant_artifacts, tflite_models):
+    """The file's uint8 weights are exact on any CPU; the int8 re-expression is exact only with VNNI
+    (without it the u8 x s8 instruction saturates), and the runtime picks it exactly there."""
     name = "mobilenet_v1_0.25_128_quant"
-    path = quant_artifacts / f"{name}.onnx"
-    data = _with_logits_output(path.read_bytes())
+    data = _with_logits_output((quant_artifacts / f"{name}.onnx").read_bytes())
     quantization = json.loads(read_metadata(data)["quantization"])
     pixels = parity_pixels(128, count=16, seed=5)
     reference = quantized.tflite_logits(tflite_models[name], pixels)[:, 1:]
 
-    def logits(model_bytes, guard):
-        options = ort.SessionOptions()
-        if guard:
-            options.add_session_config_entry(INT8_OVERFLOW_GUARD, "1")
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    def logits(model_bytes):
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         z = session.run(["logits"], {"images": pixels})[0]
         return np.rint(z / quantization["logits_scale"] + quantization["logits_zero_point"]).astype(int)
 
     int8 = with_int8_weights(data, quantization["int8_view"])
-    assert check_quantized(reference, logits(int8, guard=True)).passed
-    unguarded = check_quantized(reference, logits(int8, guard=False))
-    assert unguarded.passed == has_vnni(), unguarded  # the guard is what makes non-VNNI CPUs exact
+    assert check_quantized(reference, logits(data)).passed
+    assert check_quantized(reference, logits(int8)).passed == cpu_has_vnni()
+    assert runtime_form(data) == (int8 if cpu_has_vnni() else data)
+    assert runtime_form(data, int8_weights=True) == int8 and runtime_form(data, int8_weights=False) == data
+    assert check_quantized(reference, logits(runtime_form(data))).passed
+
+
+def test_the_integer_kernels_get_int8_weights_where_the_cpu_has_vnni(quant_artifacts, tmp_path):
+    """What onnxruntime runs after its own graph rewrites (its optimized graph, saved): every fused
+    QLinearConv takes int8 weights, the operand of the fast u8 x s8 kernels, on a VNNI CPU, and the
+    file's uint8 weights elsewhere."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "as_run.onnx")
+    OnnxMobileNet(quant_artifacts / "mobilenet_v2_1.0_224_quant.onnx", providers="cpu", session_options=options)
+    as_run = onnx.load(str(tmp_path / "as_run.onnx"))
+    initializers = {i.name: i.data_type for i in as_run.graph.initializer}
+    weights = [initializers[n.input[3]] for n in as_run.graph.node if n.op_type == "QLinearConv"]
+    expected = onnx.TensorProto.INT8 if cpu_has_vnni() else onnx.TensorProto.UINT8
+    assert len(weights) == 53 and set(weights) == {expected}
 
 
 def test_int8_view_is_the_same_network(quant_artifacts):
@@ -187,9 +201,7 @@ def test_int8_view_is_the_same_network(quant_artifacts):
         else:
             assert new[key].dtype == old[key].dtype and np.array_equal(new[key], old[key])
     assert before.graph.node == after.graph.node
-    options = ort.SessionOptions()
-    assert runtime_form(data, options) == with_int8_weights(data, names)
-    assert options.get_session_config_entry(INT8_OVERFLOW_GUARD) == "1"
+    assert runtime_form(data, int8_weights=True) == with_int8_weights(data, names)
     for broken in (data[:len(data) // 2], b"\x08\x07garbage" * 50):
         with pytest.raises(InvalidModelError):
             with_int8_weights(broken, names)
@@ -202,20 +214,28 @@ QEMU = shutil.which("qemu-x86_64")
 
 @pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 (Debian's qemu-user) is not installed; .ci/run installs it")
 def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite_models):
-    """Under qemu-x86_64 -cpu Haswell (AVX2, no VNNI): OnnxMobileNet agrees with TFLite on both fixtures."""
+    """Under qemu-x86_64 -cpu Haswell (AVX2, no VNNI): the runtime sees no VNNI, keeps the uint8
+    weights, and OnnxMobileNet agrees with TFLite on both fixtures; int8 weights there would not
+    (the emulated CPU really saturates, so this test can tell the two apart)."""
     code = (
         "import json, sys\n"
         "import numpy as np\n"
+        "import onnxruntime as ort\n"
         "from pathlib import Path\n"
         "from onnx_mobilenets import OnnxMobileNet\n"
         "from onnx_mobilenets.parity import parity_pixels\n"
+        "from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni, int8_weight_names, with_int8_weights\n"
         "from numpy._core._multiarray_umath import __cpu_features__ as cpu\n"
-        "out = {'cpu': {k: bool(cpu.get(k)) for k in ('AVX2', 'AVX512F', 'AVX512VNNI')}}\n"
+        "out = {'cpu': {k: bool(cpu.get(k)) for k in ('AVX2', 'AVX512F', 'AVX512VNNI')}, 'vnni': cpu_has_vnni()}\n"
         "for name in sys.argv[3:]:\n"
-        "    model = OnnxMobileNet(Path(sys.argv[1]) / f'{name}.onnx', providers='cpu')\n"
+        "    path = Path(sys.argv[1]) / f'{name}.onnx'\n"
+        "    model = OnnxMobileNet(path, providers='cpu')\n"
         "    photos = model.preprocess([Path(sys.argv[2]) / i for i in ('elephant.jpg', 'cheetah.jpg')])\n"
         "    pixels = np.concatenate([parity_pixels(model.input_size), photos])\n"
-        "    out[name] = {'pixels': pixels.tolist(), 'probabilities': model.run(pixels).tolist()}\n"
+        "    data = path.read_bytes()\n"
+        "    int8 = ort.InferenceSession(with_int8_weights(data, int8_weight_names(data)))\n"
+        "    out[name] = {'pixels': pixels.tolist(), 'probabilities': model.run(pixels).tolist(),\n"
+        "                 'int8_probabilities': int8.run(None, {'images': pixels})[0].tolist()}\n"
         "print(json.dumps(out))\n"
     )
     result = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code, str(quant_artifacts),
@@ -225,12 +245,17 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
 
     runs = json.loads(result.stdout)
     assert runs.pop("cpu") == {"AVX2": True, "AVX512F": False, "AVX512VNNI": False}  # really an AVX2-only CPU
+    assert runs.pop("vnni") is False
+    int8_agrees = {}
     for name, run in runs.items():
         pixels = np.asarray(run["pixels"], np.uint8)
         reference = quantized.tflite_logits(tflite_models[name], pixels)[:, 1:].astype(int)
         quantization = json.loads(read_metadata((quant_artifacts / f"{name}.onnx").read_bytes())["quantization"])
         ours = quantized_logits(np.asarray(run["probabilities"]), "probabilities", quantization, reference)
         assert check_quantized(reference, ours).passed, name
+        int8 = quantized_logits(np.asarray(run["int8_probabilities"]), "probabilities", quantization, reference)
+        int8_agrees[name] = check_quantized(reference, int8).passed
+    assert int8_agrees["mobilenet_v1_0.25_128_quant"] is False, int8_agrees
 
 
 def _perturb_weight(proto):

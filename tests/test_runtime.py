@@ -458,6 +458,9 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     assert cli(["doctor"]) == 0
     report = capsys.readouterr().out
     assert "CPUExecutionProvider: ok" in report and "libcudnn.so.9" in report and "cache:" in report
+    from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni
+
+    assert ("int8 weights, fast" if cpu_has_vnni() else "uint8 weights, exact") in report
 
 
 def test_gpu_check_script_runs_its_comparison(fixture_artifacts, tmp_path):
