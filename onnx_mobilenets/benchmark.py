@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .runtime.model_bytes import cpu_has_vnni, runtime_form
+
 DEFAULT_VARIANTS = ("mobilenet_v1_1.0_224", "mobilenet_v2_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_0.35_96")
 DEFAULT_QUANTIZED = ("mobilenet_v2_1.0_224_quant",)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
@@ -173,17 +175,7 @@ def machine_info(threads: int) -> dict:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__, "platform": platform.platform(),
-            "vnni": has_vnni()}
-
-
-def has_vnni() -> bool:
-    """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI), the instructions onnxruntime's fast
-    u8 x s8 kernels need."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+            "vnni": cpu_has_vnni()}
 
 
 # --- contenders -----------------------------------------------------------------------------------
@@ -195,6 +187,40 @@ def _session(path, threads):
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def time_by_layer_kind(model: bytes, feed: dict, threads: int, runs: int = 100) -> dict:
+    """Where one run's time goes, from onnxruntime's own profiler: ms in depthwise convolutions, in
+    the other convolutions, and in everything else (each node's median over `runs`, summed), on the
+    graph as onnxruntime runs it (after its fusions; a convolution is depthwise when its group count
+    is above 1)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="onnx-mobilenets-profile-") as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.optimized_model_filepath = str(Path(tmp) / "as_run.onnx")
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        groups = {node.name: next((a.i for a in node.attribute if a.name == "group"), 1)
+                  for node in onnx.load(str(Path(tmp) / "as_run.onnx")).graph.node}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    durations = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            key = (event["name"][:-len("_kernel_time")], event["args"]["op_name"])
+            durations.setdefault(key, []).append(event["dur"] / 1000)
+    kinds = {"depthwise_conv_ms": 0.0, "other_conv_ms": 0.0, "rest_ms": 0.0}
+    for (node, op), times in durations.items():
+        kind = "rest_ms" if "Conv" not in op else "depthwise_conv_ms" if groups.get(node, 1) > 1 else "other_conv_ms"
+        kinds[kind] += float(np.median(times))
+    return kinds
 
 
 def keras_applications_onnx(variant, path: Path, weights_from) -> Path:
@@ -379,6 +405,7 @@ def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: 
     tflite_model, _ = read_tflite(tarball)
 
     int8 = OnnxMobileNet(int8_path, providers="cpu", threads=threads)
+    stored_session = _session(int8_path, threads)  # the file's own uint8 weights: the exact path without VNNI
     float_session = _session(float_path, threads)
     float_input = float_session.get_inputs()[0].name
     interpreter = _interpreter(tflite_model, xnnpack=True, threads=threads)
@@ -393,9 +420,11 @@ def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: 
             interpreter.invoke()
 
     batch1 = {"int8_ort_b1": lambda: int8.run(p1), "tflite_xnnpack_b1": lambda: tflite(p1),
-              "float_ort_b1": lambda: float_session.run(None, {float_input: x1})}
+              "float_ort_b1": lambda: float_session.run(None, {float_input: x1}),
+              "int8_ort_stored_weights_b1": lambda: stored_session.run(None, {"images": p1})}
     batch32 = {"int8_ort_b32": lambda: int8.run(p32), "tflite_xnnpack_b32": lambda: tflite(p32),
-               "float_ort_b32": lambda: float_session.run(None, {float_input: x32})}
+               "float_ort_b32": lambda: float_session.run(None, {float_input: x32}),
+               "int8_ort_stored_weights_b32": lambda: stored_session.run(None, {"images": p32})}
     print(f"  measuring {len(batch1) + len(batch32)} contenders x {rounds} rounds...", flush=True)
     samples = measure_alternating([batch1, batch32], rounds, round_seconds)
     ratios = {
@@ -403,10 +432,16 @@ def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: 
         "int8_speedup_vs_tflite_b1": paired_ratio(samples, "tflite_xnnpack_b1", "int8_ort_b1"),
         "int8_speedup_vs_float_b32": paired_ratio(samples, "float_ort_b32", "int8_ort_b32"),
         "int8_speedup_vs_tflite_b32": paired_ratio(samples, "tflite_xnnpack_b32", "int8_ort_b32"),
+        "int8_weights_speedup_b1": paired_ratio(samples, "int8_ort_stored_weights_b1", "int8_ort_b1"),
+        "int8_weights_speedup_b32": paired_ratio(samples, "int8_ort_stored_weights_b32", "int8_ort_b32"),
         "int8_size_over_float": int8_path.stat().st_size / float_path.stat().st_size,
     }
-    return {"variant": variant.name, "float_variant": float_name, "onnxruntime_int8_kernels_exact_without_help":
-            has_vnni(), "contenders": {k: summarize(v) for k, v in samples.items()}, "ratios": ratios,
+    print("  profiling batch 1 by layer kind...", flush=True)
+    profile_b1 = {"int8": time_by_layer_kind(runtime_form(int8_path.read_bytes()), {"images": p1}, threads),
+                  "float": time_by_layer_kind(float_path.read_bytes(), {float_input: x1}, threads)}
+    return {"variant": variant.name, "float_variant": float_name, "runtime_uses_int8_weights":
+            cpu_has_vnni(), "contenders": {k: summarize(v) for k, v in samples.items()}, "ratios": ratios,
+            "profile_b1_ms": profile_b1,
             "sizes_mb": {"int8": int8_path.stat().st_size / 1e6, "float": float_path.stat().st_size / 1e6,
                          "tflite": len(tflite_model) / 1e6}, "onnxruntime": ort.__version__}
 
@@ -617,14 +652,19 @@ def throughput_markdown(t: dict) -> list:
 
 def quantized_markdown(report: dict) -> list:
     quantized = report["quantized"]
-    vnni = "has" if report["machine"]["vnni"] else "has no"
-    lines = ["", f"Quantized models (this CPU {vnni} VNNI; without it onnxruntime runs the int8 weights through its "
-                 "exact uint8 kernels). TFLite: Google's .tflite in ai-edge-litert's interpreter, XNNPACK, same "
-                 "threads; its batch 32 is 32 invocations (the model is fixed at batch 1).", "",
+    if report["machine"]["vnni"]:
+        form = ("this CPU has AVX512-VNNI, so `OnnxMobileNet` (int8_ort) hands onnxruntime int8 weights, which "
+                "its fast u8 x s8 kernels take; int8_ort_stored_weights is the file's own uint8 weights in a raw "
+                "session, the exact path CPUs without VNNI get")
+    else:
+        form = ("this CPU has no AVX512-VNNI, so `OnnxMobileNet` (int8_ort) runs the file's own uint8 weights "
+                "through onnxruntime's exact u8 x u8 kernels, the same as int8_ort_stored_weights")
+    lines = ["", f"Quantized models ({form}). TFLite: Google's .tflite in ai-edge-litert's interpreter, XNNPACK, "
+                 "same threads; its batch 32 is 32 invocations (the model is fixed at batch 1).", "",
              "| contender | " + " | ".join(q["variant"] for q in quantized) + " |",
              "|---|" + "---|" * len(quantized)]
-    for name in ("int8_ort_b1", "tflite_xnnpack_b1", "float_ort_b1", "int8_ort_b32", "tflite_xnnpack_b32",
-                 "float_ort_b32"):
+    for name in ("int8_ort_b1", "int8_ort_stored_weights_b1", "tflite_xnnpack_b1", "float_ort_b1", "int8_ort_b32",
+                 "int8_ort_stored_weights_b32", "tflite_xnnpack_b32", "float_ort_b32"):
         cells = [f"{q['contenders'][name]['median_ms']:.2f} ({q['contenders'][name]['p10_ms']:.2f}-"
                  f"{q['contenders'][name]['p90_ms']:.2f})" for q in quantized]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -633,6 +673,9 @@ def quantized_markdown(report: dict) -> list:
         cells = [f"{q['ratios'][key]:.2f}" + ("" if not rule or _meets(q["ratios"][key], rule) else " MISSED")
                  for q in quantized]
         lines.append(f"| {key}" + (f" ({rule[0]} {rule[1]})" if rule else "") + " | " + " | ".join(cells) + " |")
+    for kind in ("depthwise_conv_ms", "other_conv_ms", "rest_ms"):
+        lines.append(f"| batch 1 profile, {kind} (int8 / float) | " + " | ".join(
+            f"{q['profile_b1_ms']['int8'][kind]:.2f} / {q['profile_b1_ms']['float'][kind]:.2f}" for q in quantized) + " |")
     lines.append("| file sizes (int8 / float / .tflite) | " + " | ".join(
         f"{q['sizes_mb']['int8']:.1f} / {q['sizes_mb']['float']:.1f} / {q['sizes_mb']['tflite']:.1f} MB"
         for q in quantized) + " |")

@@ -37,10 +37,14 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     assert 0 < process["first_prediction_s"] < 30 and 10 < process["peak_rss_mb"] < 4000
     (quant,) = report["quantized"]
     assert quant["variant"] == "mobilenet_v1_0.25_128_quant" and quant["float_variant"] == "mobilenet_v1_0.25_128"
-    assert set(quant["contenders"]) == {f"{c}_b{n}" for c in ("int8_ort", "tflite_xnnpack", "float_ort") for n in (1, 32)}
+    assert set(quant["contenders"]) == {f"{c}_b{n}" for c in ("int8_ort", "int8_ort_stored_weights", "tflite_xnnpack",
+                                                              "float_ort") for n in (1, 32)}
     assert set(quant["ratios"]) == {"int8_speedup_vs_float_b1", "int8_speedup_vs_tflite_b1", "int8_speedup_vs_float_b32",
-                                    "int8_speedup_vs_tflite_b32", "int8_size_over_float"}
+                                    "int8_speedup_vs_tflite_b32", "int8_weights_speedup_b1", "int8_weights_speedup_b32",
+                                    "int8_size_over_float"}
     assert 0.2 < quant["ratios"]["int8_size_over_float"] < 0.4
+    for profile in quant["profile_b1_ms"].values():  # V1 has no Add: its "rest" is pooling, softmax, ...
+        assert set(profile) == {"depthwise_conv_ms", "other_conv_ms", "rest_ms"} and min(profile.values()) > 0
     throughput = report["throughput"]
     assert throughput["images"] == 12 and set(throughput["artifacts"]) == {"float", "int8"}
     for figures in throughput["artifacts"].values():
@@ -50,4 +54,5 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     assert throughput["memory"]["peak_mb_10x"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert "| ort_raw_b1 |" in table and "| peak_rss_mb |" in table and "| tflite_xnnpack_b1 |" in table
+    assert "| batch 1 profile, depthwise_conv_ms (int8 / float) |" in table
     assert "| stream_images_per_s |" in table
