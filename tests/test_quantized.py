@@ -164,10 +164,20 @@ def test_int8_weights_only_where_the_cpu_has_vnni(quant_artifacts, tflite_models
 
     int8 = with_int8_weights(data, quantization["int8_view"])
     assert check_quantized(reference, logits(data)).passed
-    assert check_quantized(reference, logits(int8)).passed == cpu_has_vnni()
+    if cpu_has_vnni():
+        assert check_quantized(reference, logits(int8)).passed  # what the runtime relies on
+    elif not _host_has_avx_vnni():  # AVX-VNNI alone (no AVX-512) is exact too, but NumPy cannot tell it
+        assert not check_quantized(reference, logits(int8)).passed  # saturated: why the runtime keeps uint8
     assert runtime_form(data) == (int8 if cpu_has_vnni() else data)
     assert runtime_form(data, int8_weights=True) == int8 and runtime_form(data, int8_weights=False) == data
     assert check_quantized(reference, logits(runtime_form(data))).passed
+
+
+def _host_has_avx_vnni() -> bool:
+    try:
+        return "avx_vnni" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
 
 
 def test_the_integer_kernels_get_int8_weights_where_the_cpu_has_vnni(quant_artifacts, tmp_path):
