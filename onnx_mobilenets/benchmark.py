@@ -15,9 +15,11 @@ by round so that drift hits all alike, after warm-up:
   memory of a process that loads the runtime and predicts once;
 - for Google's quantized models (default `mobilenet_v2_1.0_224_quant`, its tarball taken from
   --mirror, by default the test fixtures when they are beside the repository, else downloaded):
-  the int8 artifact in onnxruntime (as `OnnxMobileNet` runs it), Google's `.tflite` in TFLite's
-  interpreter (XNNPACK, same thread count) and our float artifact of the same variant, at batch 1
-  and 32, as paired ratios; and the file sizes;
+  the int8 artifact in onnxruntime (as `OnnxMobileNet` runs it, and with the file's own uint8
+  weights), Google's `.tflite` in TFLite's interpreter (XNNPACK, same thread count) and our float
+  artifact of the same variant, at batch 1 and 32, as paired ratios; where batch 1's time goes
+  (onnxruntime's profiler: depthwise convolutions, other convolutions, the rest), int8 and float;
+  and the file sizes;
 - many images (--throughput N, default 1,000 generated photo-like JPEGs, half 500x375 and half
   1600x1200) through V2 1.0/224, float and int8: a naive loop (open one image, predict one),
   `predict_stream`, the command line writing Parquet, and Ray on this machine; against the
