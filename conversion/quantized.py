@@ -384,6 +384,8 @@ def check_tflite_parity(model: bytes, proto, pixels: np.ndarray, facts: dict) ->
     runs it. Returns the parity record and TFLite's logits on the golden inputs (N, 1000)."""
     from onnx import TensorProto, helper
 
+    from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni
+
     probe = copy.deepcopy(proto)
     if not any(o.name == "logits" for o in probe.graph.output):
         probe.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, None))
@@ -395,8 +397,6 @@ def check_tflite_parity(model: bytes, proto, pixels: np.ndarray, facts: dict) ->
     builtin = tflite_logits(model, pixels, xnnpack=False)[:, 1:].astype(np.int64)
     stored = onnx_quantized_logits(data, pixels, facts, as_runtime=False)
     runtime = onnx_quantized_logits(data, pixels, facts, as_runtime=True)
-    from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni
-
     # "runtime" is the form OnnxMobileNet runs on this CPU: int8 weights where it has VNNI, else as stored.
     record = {"inputs": int(len(pixels)), "reference": "TFLite XNNPACK", "runtime_int8_weights": cpu_has_vnni()}
     problems = []
