@@ -19,7 +19,8 @@ import hashlib
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from onnx_mobilenets import __version__, catalogue
 from onnx_mobilenets._files import atomic_write
+from onnx_mobilenets.contract import DEFAULT_PREPROCESSING
 from onnx_mobilenets.errors import ConversionError
 from onnx_mobilenets.labels import imagenet_classes
 from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check, parity_inputs, softmax, tolerance_for
@@ -319,8 +321,7 @@ def artifact_metadata(model, family, variant, weights, opset, output, layout, re
     import tf2onnx
 
     classes = int(model.output_shape[-1])
-    prep = asdict(catalogue.SLIM_EVAL_PREPROCESSING)
-    prep["layout"] = layout
+    prep = dataclasses.replace(DEFAULT_PREPROCESSING, layout=layout)
     labels = [list(c) for c in imagenet_classes()]
     if classes == 1001:
         labels = [["background", "background"]] + labels
@@ -333,7 +334,7 @@ def artifact_metadata(model, family, variant, weights, opset, output, layout, re
         "resolution": str(resolution),
         "output": output,
         "classes": str(classes),
-        "preprocessing": json.dumps(prep),
+        "preprocessing": prep.to_json(),
         "labels": json.dumps(labels),
         "weights": json.dumps(weights or {"random": False, "source": "unknown"}),
         "versions": json.dumps({"onnx_mobilenets": __version__, "tensorflow": tf.__version__,

@@ -32,7 +32,6 @@ import os
 import tarfile
 import tempfile
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from onnx_mobilenets import __version__, catalogue, download
 from onnx_mobilenets._files import atomic_write
+from onnx_mobilenets.contract import QUANTIZED_PREPROCESSING
 from onnx_mobilenets.errors import ConversionError, UnsafeArchiveError
 from onnx_mobilenets.labels import imagenet_classes
 from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check_quantized, parity_pixels
@@ -183,7 +183,7 @@ def convert_quantized(
         "resolution": str(R),
         "output": output,
         "classes": "1000",
-        "preprocessing": json.dumps(asdict(catalogue.QUANTIZED_PREPROCESSING)),
+        "preprocessing": QUANTIZED_PREPROCESSING.to_json(),
         "labels": json.dumps([list(c) for c in imagenet_classes()]),
         "weights": json.dumps({"random": False, "source": source, "sha256": download.sha256_of(tarball),
                                "tflite_member": member, "tflite_sha256": hashlib.sha256(model).hexdigest()}),

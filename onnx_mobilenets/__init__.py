@@ -5,7 +5,8 @@ The catalogue and the public API live here; ``onnx_mobilenets.conversion`` holds
 package never imports TensorFlow.
 """
 
-from .catalogue import ALIASES, Preprocessing, SLIM_EVAL_PREPROCESSING, Variant, get_variant, list_variants
+from .catalogue import ALIASES, Variant, get_variant, list_variants
+from .contract import DEFAULT_PREPROCESSING, Preprocessing
 from .errors import (
     CheckpointError,
     ChecksumError,
@@ -38,7 +39,7 @@ __all__ = [
     "StreamResult",
     "ALIASES",
     "Preprocessing",
-    "SLIM_EVAL_PREPROCESSING",
+    "DEFAULT_PREPROCESSING",
     "Variant",
     "get_variant",
     "list_variants",

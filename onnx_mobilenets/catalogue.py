@@ -15,41 +15,14 @@ import difflib
 from dataclasses import dataclass
 from typing import Optional
 
+from .contract import DEFAULT_PREPROCESSING, QUANTIZED_PREPROCESSING, Preprocessing
+
 __all__ = [
     "Variant",
-    "Preprocessing",
-    "SLIM_EVAL_PREPROCESSING",
-    "QUANTIZED_PREPROCESSING",
     "ALIASES",
     "list_variants",
     "get_variant",
 ]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image must be prepared for a slim ImageNet MobileNet (TF-slim's evaluation recipe)."""
-
-    # A centred square whose side is this fraction of the shorter image side; its edges are
-    # rounded to whole pixels (as PIL's crop does) before the resize ("floor": truncated).
-    crop: str = "center_square"
-    crop_fraction: float = 0.875
-    crop_edges: str = "round"
-    resize: str = "bilinear"  # PIL's BILINEAR (antialiased when shrinking), no corner alignment
-    scale: float = 1.0 / 127.5  # x * scale + offset maps [0, 255] to [-1, 1]
-    offset: float = -1.0
-    channel_order: str = "RGB"
-    layout: str = "NHWC"
-    dtype: str = "float32"  # "uint8": pixels fed as they are, the model quantizes them itself
-
-
-SLIM_EVAL_PREPROCESSING = Preprocessing()
-# The quantized models take the same crop and resize as uint8 pixels: their input quantization
-# (scale 1/128, zero point 128) does the scaling inside the model. Their reference answers (Google's
-# TFLite interpreter on the fixture photographs) were made with the crop's edges truncated, not
-# rounded: a crop one pixel smaller, which moves quantized logits by whole steps, so the artifacts
-# record and the runtime follows it.
-QUANTIZED_PREPROCESSING = Preprocessing(crop_edges="floor", scale=1.0, offset=0.0, dtype="uint8")
 
 
 @dataclass(frozen=True)
@@ -82,7 +55,7 @@ class Variant:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return QUANTIZED_PREPROCESSING if self.quantized else SLIM_EVAL_PREPROCESSING
+        return QUANTIZED_PREPROCESSING if self.quantized else DEFAULT_PREPROCESSING
 
 
 _V1_BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/models/mobilenet_v1_2018_08_02/"

@@ -322,11 +322,12 @@ def _parity_images(paths, variants) -> dict:
     """Real images, preprocessed for each variant (resolution, float or uint8), for the parity gate."""
     import numpy as np
 
+    from . import preprocessing
     from .runtime.images import load_image
-    from .runtime.preprocessing import image_to_array
 
     images = [load_image(p) for p in paths]
-    return {v.name: np.stack([image_to_array(im, v.resolution, v.preprocessing) for im in images]) for v in variants}
+    return {v.name: np.stack([preprocessing.network_input(im, v.resolution, v.preprocessing) for im in images])
+            for v in variants}
 
 
 def _print_table(rows) -> None:

@@ -48,8 +48,8 @@ def test_fixture_artifact_metadata(fixture_artifacts, fixtures):
     assert meta["alpha"] == "1.0" and meta["resolution"] == "224" and meta["opset"] == "17"
     assert meta["output"] == "probabilities" and meta["classes"] == "1000"
     prep = json.loads(meta["preprocessing"])
-    assert prep == {"crop": "center_square", "crop_fraction": 0.875, "crop_edges": "round", "resize": "bilinear",
-                    "scale": 1 / 127.5, "offset": -1.0, "channel_order": "RGB", "layout": "NHWC", "dtype": "float32"}
+    assert prep == {"name": "default", "version": 1, "dtype": "float32", "scale": 1 / 127.5, "offset": -1.0,
+                    "channel_order": "RGB", "layout": "NHWC"}
     labels = json.loads(meta["labels"])
     assert len(labels) == 1000 and labels[386] == ["n02504458", "African elephant"] and labels[0][0] == "n01440764"
     assert [tuple(l) for l in labels] == list(imagenet_classes())
