@@ -159,8 +159,10 @@ def _mismatch_message(prefix, model, available, missing, unused, mismatched) -> 
 
 def _width_hint(model, available) -> Optional[str]:
     """Say which alpha the checkpoint's stem width belongs to, when the widths disagree."""
-    from .mobilenet_v1 import STEM_SCOPE as V1_STEM, v1_stem_width
-    from .mobilenet_v2 import STEM_SCOPE as V2_STEM, v2_stem_width
+    from .mobilenet_v1 import STEM_SCOPE as V1_STEM
+    from .mobilenet_v1 import v1_stem_width
+    from .mobilenet_v2 import STEM_SCOPE as V2_STEM
+    from .mobilenet_v2 import v2_stem_width
 
     for family, stem, width_of in (("v1", V1_STEM, v1_stem_width), ("v2", V2_STEM, v2_stem_width)):
         ckpt_shape = available.get(f"{stem}/weights")
@@ -186,10 +188,10 @@ def resolve_checkpoint(source) -> tuple:
     safely extracted into the cache; a folder must hold exactly one checkpoint; anything else is
     taken as a prefix (``.../model.ckpt`` with ``model.ckpt.index`` beside it).
     """
-    if isinstance(source, str) and not os.path.exists(source) and _looks_like_name(source):
+    if catalogue.names_a_variant(source):
         variant = catalogue.get_variant(source)  # ValueError with close matches if unknown
         tarball = download.fetch(variant.checkpoint_url, variant.checkpoint_sha256, subdir="checkpoints")
-        sha256 = variant.checkpoint_sha256 or _recorded_sha(tarball)
+        sha256 = variant.checkpoint_sha256 or download.recorded_sha256(tarball)
         return _prefix_in_folder(_extracted(tarball, sha256)), sha256
     path = Path(os.fspath(source)).expanduser()
     if path.is_file() and _is_tarball(path):
@@ -204,17 +206,8 @@ def resolve_checkpoint(source) -> tuple:
     raise FileNotFoundError(f"no checkpoint at {path}: not a tarball, a folder, or a prefix with {path}.index")
 
 
-def _looks_like_name(source: str) -> bool:
-    return "/" not in source and os.sep not in source and not source.endswith((".tgz", ".tar", ".gz", ".index"))
-
-
 def _is_tarball(path: Path) -> bool:
     return path.name.endswith((".tgz", ".tar.gz", ".tar"))
-
-
-def _recorded_sha(tarball: Path) -> Optional[str]:
-    sidecar = tarball.with_name(tarball.name + ".sha256")
-    return sidecar.read_text().strip() if sidecar.is_file() else None
 
 
 def _extracted(tarball: Path, sha256: Optional[str]) -> Path:

@@ -1,24 +1,24 @@
-"""The conversion pipeline behind `onnx-mobilenets convert`: build, load, export, record.
+"""The conversion pipeline behind `onnx-mobilenets convert`: one catalogue variant, float or uint8,
+into ``DIR/NAME.onnx``, recorded in ``DIR/manifest.json``.
 
-Writes ``DIR/NAME.onnx`` and keeps ``DIR/manifest.json`` (file, SHA-256, size, opset, parity) up to
-date; both are written atomically, so a failure leaves neither half-written.
+Float variants: the Keras model of the official checkpoint (downloaded, verified, cached), of a
+local checkpoint, or of random weights, exported by `export_onnx`. Quantized variants: Google's
+`.tflite` from its release tarball, exported by `quantized.export_quantized`. Both end in the same
+tail (`artifact.write_artifact`); both files are written atomically, so a failure leaves neither
+half-written.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-from onnx_mobilenets import catalogue, download
-from onnx_mobilenets._files import atomic_write
+from onnx_mobilenets import __version__, catalogue, contract, download, preprocessing
+from onnx_mobilenets.errors import OnnxMobileNetsError
+from onnx_mobilenets.model_bytes import read_metadata
 
-from .export import DEFAULT_OPSET, ExportReport, export_onnx
-
-logger = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-RANDOM_WEIGHTS_WARNING = "UNTRAINED RANDOM WEIGHTS: not an ImageNet classifier; for tests and benchmarks only"
+from .artifact import DEFAULT_OPSET, ExportReport, manifest_entry
+from .export import export_onnx
 
 
 def convert_variant(
@@ -37,63 +37,100 @@ def convert_variant(
     """Convert catalogue variant `name` into ``output_dir/NAME.onnx`` and record it in the manifest
     (``download.artifacts_dir()`` is the runtime's cache, where `OnnxMobileNet(name)` looks first).
 
-    Weights: the official checkpoint (downloaded, verified, cached), `checkpoint` (a local tarball,
-    folder or prefix), or with `random_weights` an untrained model (the metadata says so loudly).
+    Weights: the official checkpoint or `.tflite` tarball (downloaded, verified, cached),
+    `checkpoint` (a local tarball, folder or prefix), or for float variants, with `random_weights`,
+    an untrained model (the metadata says so loudly). `images`: preprocessed real images for the
+    parity gate, as the network takes them (float32, or uint8 pixels for quantized variants).
     """
-    from . import build_variant
-    from .weights import randomize_weights
-
     variant = catalogue.get_variant(name)
     if random_weights and checkpoint is not None:
         raise ValueError("choose either a checkpoint or random weights, not both")
+    output_dir = Path(output_dir)
+    path = output_dir / f"{variant.name}.onnx"
+    if variant.quantized:
+        report = _quantized(variant, path, checkpoint, random_weights, weights_source, nchw, opset, logits, images)
+    else:
+        model, provenance = _keras_model(variant, checkpoint, random_weights, seed, weights_source)
+        report = export_onnx(model, path, opset, logits=logits, nchw=nchw, images=images, variant=variant,
+                             weights=provenance)
+    contract.record_in_manifest(output_dir, variant.name, manifest_entry(report))
+    if output_dir.resolve() == download.artifacts_dir().resolve():
+        download.record_sha256(path, report.sha256)  # the cache checks it on every load
+    return report
+
+
+def _keras_model(variant, checkpoint, random_weights: bool, seed: int, weights_source: str) -> tuple:
+    """The Keras model of a float variant and the provenance of its weights."""
+    from . import build_variant
+    from .weights import randomize_weights
+
     if random_weights:
         model = build_variant(variant.name, weights=None)
         randomize_weights(model, seed)
-        provenance = {"random": True, "seed": seed, "warning": RANDOM_WEIGHTS_WARNING}
-    else:
-        model = build_variant(variant.name, weights=checkpoint or variant.name, weights_source=weights_source)
-        report = model.checkpoint_report
-        provenance = {
-            "random": False,
-            "source": variant.checkpoint_url if checkpoint is None else str(Path(checkpoint).resolve()),
-            "sha256": report.sha256,
-            "weights_source": weights_source,
-            "variables_from_ema": len(report.from_ema),
-            "variables_raw": len(report.from_raw),
-        }
-    output_dir = Path(output_dir)
-    result = export_onnx(model, output_dir / f"{variant.name}.onnx", opset, logits=logits, nchw=nchw,
-                         images=images, variant=variant, weights=provenance)
-    record_in_manifest(output_dir, variant.name, result, provenance)
-    if output_dir.resolve() == download.artifacts_dir().resolve():
-        download.record_sha256(Path(result.path), result.sha256)  # the cache checks it on every load
-    return result
-
-
-def record_in_manifest(output_dir: Path, name: str, result: ExportReport, provenance: dict) -> Path:
-    path = Path(output_dir) / MANIFEST
-    manifest = read_manifest(path) if path.exists() else {"format": 1, "artifacts": {}}
-    manifest["artifacts"][name] = {
-        "file": Path(result.path).name,
-        "sha256": result.sha256,
-        "size": result.size,
-        "opset": result.opset,
-        "output": result.output,
-        "layout": result.layout,
-        "random_weights": bool(provenance.get("random")),
-        "parity": result.parity,
-        "census": result.census,
+        return model, {"random": True, "seed": seed, "warning": contract.RANDOM_WEIGHTS_WARNING}
+    model = build_variant(variant.name, weights=checkpoint or variant.name, weights_source=weights_source)
+    report = model.checkpoint_report
+    return model, {
+        "random": False,
+        "source": variant.checkpoint_url if checkpoint is None else str(Path(checkpoint).resolve()),
+        "sha256": report.sha256,
+        "weights_source": weights_source,
+        "variables_from_ema": len(report.from_ema),
+        "variables_raw": len(report.from_raw),
     }
-    manifest["artifacts"] = dict(sorted(manifest["artifacts"].items()))
-    atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode())
-    return path
 
 
-def read_manifest(path: Path) -> dict:
+def _quantized(variant, path: Path, checkpoint, random_weights, weights_source, nchw, opset, logits, images):
+    from .quantized import export_quantized
+
+    if random_weights or nchw or weights_source != "ema":
+        raise ValueError(f"{variant.name}: quantized models are converted from Google's .tflite as they are; "
+                         "random weights, NCHW and the weights source apply to float checkpoints only")
+    if checkpoint is None:
+        tarball = download.fetch(variant.checkpoint_url, variant.checkpoint_sha256, subdir="checkpoints")
+        source = variant.checkpoint_url
+    else:
+        tarball = Path(checkpoint)
+        source = str(tarball.resolve())
+    return export_quantized(variant, tarball, source, path, opset, logits=logits, images=images)
+
+
+def is_up_to_date(name: str, output_dir, *, checkpoint=None, random_weights: bool = False, seed: int = 0,
+                  opset: int = DEFAULT_OPSET, weights_source: str = "ema", logits: bool = False,
+                  nchw: bool = False) -> bool:
+    """Whether ``output_dir/NAME.onnx`` is what `convert_variant` would write with these arguments:
+    the file matches its manifest's SHA-256, and its metadata records the same source (the tarball's
+    SHA-256, or the same random seed), the same options (opset, layout, output, preprocessing,
+    weights source) and this version of onnx-mobilenets. The official tarball is fetched (from the
+    cache when it is there) to know its SHA-256."""
+    variant = catalogue.get_variant(name)
+    output_dir = Path(output_dir)
+    path, manifest = output_dir / f"{variant.name}.onnx", output_dir / contract.MANIFEST
+    if not path.is_file() or not manifest.is_file():
+        return False
+    entry = contract.parse_manifest(manifest.read_bytes(), manifest).get(variant.name)
+    if not isinstance(entry, dict) or entry.get("sha256") != download.sha256_of(path):
+        return False
+    metadata = read_metadata(path.read_bytes())
     try:
-        manifest = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not a valid manifest: {e}") from e
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), dict):
-        raise ValueError(f"{path} is not an onnx-mobilenets manifest (no 'artifacts' table)")
-    return manifest
+        recorded = contract.Preprocessing.from_json(metadata["preprocessing"])
+        weights, versions = json.loads(metadata["weights"]), json.loads(metadata["versions"])
+        options = (metadata["opset"], metadata["output"], recorded.layout, recorded.name)
+    except (KeyError, ValueError, OnnxMobileNetsError):
+        return False
+    wanted = (str(opset), "logits" if logits else "probabilities", "NCHW" if nchw else "NHWC", preprocessing.DEFAULT)
+    if options != wanted or versions.get("onnx_mobilenets") != __version__:
+        return False
+    if random_weights:
+        return weights.get("random") is True and weights.get("seed") == seed
+    if weights.get("random") or weights.get("weights_source", "ema") != weights_source:
+        return False
+    return weights.get("sha256") == _source_sha256(variant, checkpoint)
+
+
+def _source_sha256(variant, checkpoint):
+    """The SHA-256 of the tarball a conversion reads (None for a checkpoint folder or prefix)."""
+    if checkpoint is None:
+        return download.sha256_of(download.fetch(variant.checkpoint_url, variant.checkpoint_sha256))
+    path = Path(checkpoint)
+    return download.sha256_of(path) if path.is_file() else None

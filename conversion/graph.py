@@ -1,25 +1,50 @@
-"""Clean-up passes over the ONNX graph that tf2onnx produces.
+"""Clean-up passes over the ONNX graphs that tf2onnx produces, for float and quantized artifacts.
 
-tf2onnx folds most BatchNorms into the preceding Conv, but leaves the scale of those after a
-depthwise conv as a separate Mul; at opset 18 it writes the global pool as ReduceMean followed by a
-Reshape to ``[-1, C, 1, 1]`` (which loses the symbolic batch name). These passes fold per-channel
-Mul/Add constants into the Conv weights and bias, turn the spatial mean into GlobalAveragePool,
-drop the no-op Reshape after it, and run the 1x1 logits conv as a Gemm. Each pass is exact; the
-parity gate checks the result anyway.
+Both: the input is named ``images`` and the batch is a named symbolic dimension (`name_inputs`);
+the no-op Reshape after the global pool goes (tf2onnx keeps Keras' and TFLite's, which lose the
+symbolic batch); initializers nothing uses and opset imports of other domains go.
+
+Float graphs (`simplify`): tf2onnx folds most BatchNorms into the preceding Conv, but leaves the
+scale of those after a depthwise conv as a separate Mul, and at opset 18 it writes the global pool
+as ReduceMean. These passes fold per-channel Mul/Add constants into the Conv weights and bias, turn
+the spatial mean into GlobalAveragePool, and run the 1x1 logits conv as a Gemm.
+
+Each pass is exact; the parity gates check the result anyway.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+INPUT_NAME = "images"
+BATCH_DIM = "batch"
+
 
 def simplify(proto) -> None:
-    """Apply every pass in place, then drop initializers nothing uses any more."""
+    """Apply every float pass in place, then drop initializers nothing uses any more."""
     _fold_affine_into_conv(proto)
     _spatial_mean_to_global_pool(proto)
-    _drop_noop_reshapes(proto)
+    drop_noop_reshapes(proto)
     _logits_conv_to_gemm(proto)
-    _drop_unused_initializers(proto)
+    drop_unused_initializers(proto)
+
+
+def name_inputs(proto) -> None:
+    """Input ``images``, a symbolic ``batch`` in the input and outputs, no stale intermediate shapes
+    (tf2onnx names the batch unk__N in them; the gates infer them again), only the default opset
+    domain imported."""
+    graph = proto.graph
+    source = graph.input[0]
+    replace_uses(graph, source.name, INPUT_NAME)
+    source.name = INPUT_NAME
+    for value in (source, *graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = BATCH_DIM
+    del graph.value_info[:]
+    imports = [o for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    del proto.opset_import[:]
+    proto.opset_import.extend(imports)
 
 
 def _consumers(graph) -> dict:
@@ -34,7 +59,7 @@ def _initializers(graph) -> dict:
     return {init.name: init for init in graph.initializer}
 
 
-def _replace_uses(graph, old: str, new: str) -> None:
+def replace_uses(graph, old: str, new: str) -> None:
     for node in graph.node:
         node.input[:] = [new if n == old else n for n in node.input]
 
@@ -75,7 +100,9 @@ def _fold_affine_into_conv(proto) -> None:
             vector = _per_channel(numpy_helper.to_array(inits[other]), channels)
             if vector is None:
                 continue
-            bias = numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 else np.zeros(channels, np.float32)
+            bias = (
+                numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 else np.zeros(channels, np.float32)
+            )
             if op.op_type == "Mul":
                 weight = weight * vector.reshape(-1, *([1] * (weight.ndim - 1)))
                 bias = bias * vector
@@ -119,22 +146,30 @@ def _spatial_mean_to_global_pool(proto) -> None:
         graph.node.insert(index, pool)
 
 
-def _drop_noop_reshapes(proto) -> None:
+def drop_noop_reshapes(proto) -> None:
+    """Reshapes to [N, C, 1, 1] of what a global pool already made [N, C, 1, 1] (tf2onnx writes one
+    with a fixed or -1 batch, which would lose the symbolic one)."""
     from onnx import numpy_helper
 
     graph = proto.graph
     inits = _initializers(graph)
-    producers = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
     for node in list(graph.node):
-        if node.op_type != "Reshape" or node.input[1] not in inits or node.output[0] in {o.name for o in graph.output}:
+        if node.op_type != "Reshape" or node.input[1] not in inits or node.output[0] in outputs:
             continue
         shape = numpy_helper.to_array(inits[node.input[1]]).tolist()
-        source = producers.get(node.input[0])
-        if source is not None and source.op_type == "GlobalAveragePool" and len(shape) == 4 and shape[0] == -1 \
-                and shape[2:] == [1, 1]:
-            # GlobalAveragePool already yields [N, C, 1, 1]: the Reshape is a no-op.
-            _replace_uses(graph, node.output[0], node.input[0])
+        if len(shape) == 4 and shape[2:] == [1, 1] and _pooled(graph, node.input[0]):
+            replace_uses(graph, node.output[0], node.input[0])
             graph.node.remove(node)
+
+
+def _pooled(graph, name: str) -> bool:
+    """Whether tensor `name` is a global pool's output, possibly (re)quantized on the way."""
+    producers = {out: node for node in graph.node for out in node.output}
+    node = producers.get(name)
+    while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type in ("GlobalAveragePool", "AveragePool")
 
 
 def _logits_conv_to_gemm(proto) -> None:
@@ -179,7 +214,7 @@ def _logits_conv_to_gemm(proto) -> None:
         return
 
 
-def _drop_unused_initializers(proto) -> None:
+def drop_unused_initializers(proto) -> None:
     graph = proto.graph
     used = {name for node in graph.node for name in node.input}
     keep = [init for init in graph.initializer if init.name in used]

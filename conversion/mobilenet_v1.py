@@ -24,19 +24,8 @@ def v1_stem_width(alpha: float) -> int:
     return v1_width(32, alpha)
 
 
-def MobileNet(
-    input_shape=None,
-    alpha=1.0,
-    depth_multiplier=1,
-    include_top=True,
-    weights=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    dropout=1e-3,
-    weights_source="ema",
-    name=None,
-):
+def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, include_top=True, weights=None, pooling=None,
+              classes=1000, classifier_activation="softmax", dropout=1e-3, weights_source="ema", name=None):
     """MobileNet V1 (Howard et al. 2017) with TF-slim's exact layers and names.
 
     `alpha` is the width multiplier (slim's `depth_multiplier` argument); `depth_multiplier` is the

@@ -62,20 +62,9 @@ def inverted_residual(x, expansion: float, out_channels: int, stride: int, depth
     return x
 
 
-def MobileNetV2(
-    input_shape=None,
-    alpha=1.0,
-    expansion_factor=6,
-    depth_multiplier=1,
-    include_top=True,
-    weights=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    dropout=0.2,
-    weights_source="ema",
-    name=None,
-):
+def MobileNetV2(input_shape=None, alpha=1.0, expansion_factor=6, depth_multiplier=1, include_top=True, weights=None,
+                pooling=None, classes=1000, classifier_activation="softmax", dropout=0.2, weights_source="ema",
+                name=None):
     """MobileNet V2 (Sandler et al. 2018) with TF-slim's exact layers, channel rounding and names.
 
     `alpha` is the width multiplier, `expansion_factor` the inverted-residual expansion (6 in every

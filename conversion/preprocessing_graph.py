@@ -27,49 +27,70 @@ def preprocessing_model(resolution: int, name: str, opset: int, contract: Prepro
 
     preprocessing.check_name(name)
     graph = _Graph(opset)
-    image = IMAGE_INPUT
-    shape = graph.op("Shape", image)
+    shape = graph.op("Shape", IMAGE_INPUT)
     batch = graph.op("Slice", shape, graph.ints("first", [0]), graph.ints("one", [1]))
     height_width = graph.op("Slice", shape, graph.ints("one", [1]), graph.ints("three", [3]))
     if name == preprocessing.DEFAULT:
-        side = graph.reduce("ReduceMin", height_width, keepdims=1)  # [m]
-        side = graph.op("Sub", side, graph.op("Mul", graph.op("Div", side, graph.ints("sixteen", [16])),
-                                               graph.ints("two", [2])))
-        sides = graph.op("Concat", side, side, axis=0)
-        start = graph.op("Div", graph.op("Sub", height_width, sides), graph.ints("two", [2]))
-    else:  # each axis on its own: start = size // 16 = int((size - 0.875 size) / 2)
-        start = graph.op("Div", height_width, graph.ints("sixteen", [16]))
-        sides = graph.op("Sub", height_width, graph.op("Mul", start, graph.ints("two", [2])))
-    crop = graph.op("Slice", image, start, graph.op("Add", start, sides), graph.ints("height_width_axes", [1, 2]))
-    crop = graph.op("Cast", crop, to=TensorProto.FLOAT)
-    three = graph.ints("channels", [3])
-    if name == preprocessing.DEFAULT:
-        # f: the largest power of two up to 64 with resolution * f <= side (a count of comparisons)
-        powers = [2 ** k for k in range(1, preprocessing.MAX_BLOCK.bit_length())]
-        # Not(Less) rather than GreaterOrEqual: onnxruntime's shape inference (data propagation) of
-        # GreaterOrEqual at opsets 13-15 makes the Resize sizes below look empty and refuses the model.
-        too_small = graph.op("Less", side, graph.ints("block_sides", [resolution * p for p in powers]))
-        fits = graph.op("Cast", graph.op("Not", too_small), to=TensorProto.INT64)
-        count = graph.reduce("ReduceSum", fits, keepdims=0)  # a scalar: onnxruntime's shape inference
-        f = graph.op("Unsqueeze", graph.op("Gather", graph.ints("blocks", [1] + powers), count), graph.ints("first", [0]))
-        big_side = graph.op("Mul", f, graph.ints("resolution", [resolution]))
-        sizes = graph.op("Concat", batch, big_side, big_side, three, axis=0)
-        big = graph.op("Resize", crop, "", "", sizes, mode="linear", coordinate_transformation_mode="half_pixel")
-        blocks = graph.op("Concat", batch, graph.ints("resolution", [resolution]), f, graph.ints("resolution", [resolution]),
-                          f, three, axis=0)
-        pixels = graph.reduce("ReduceMean", graph.op("Reshape", big, blocks), axes=[2, 4], keepdims=0)
+        crop, side = _square_crop(graph, height_width)
+        pixels = _resize_and_average_blocks(graph, crop, side, batch, resolution)
     else:
-        sizes = graph.op("Concat", batch, graph.ints("square", [resolution, resolution]), three, axis=0)
+        crop = _crop_each_axis(graph, height_width)
+        sizes = graph.op("Concat", batch, graph.ints("square", [resolution, resolution]), graph.ints("channels", [3]),
+                         axis=0)
         pixels = graph.op("Resize", crop, "", "", sizes, mode="linear", coordinate_transformation_mode="asymmetric")
     result, elem_type, dims = _network_input(graph, pixels, contract, resolution)
     graph.rename(result, output)
+    image = helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["batch", "height", "width", 3])
     model = helper.make_model(
-        helper.make_graph(graph.nodes, f"preprocessing_{name}",
-                          [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["batch", "height", "width", 3])],
+        helper.make_graph(graph.nodes, f"preprocessing_{name}", [image],
                           [helper.make_tensor_value_info(output, elem_type, dims)], graph.initializers),
         opset_imports=[helper.make_opsetid("", opset)], producer_name="onnx-mobilenets")
     checker.check_model(model, full_check=True)
     return model
+
+
+def _square_crop(graph, height_width: str) -> tuple:
+    """The default's crop, as float32, and its side: m = min(H, W), side = m - 2 (m // 16), centred."""
+    from onnx import TensorProto
+
+    side = graph.reduce("ReduceMin", height_width, keepdims=1)  # [m]
+    side = graph.op("Sub", side, graph.op("Mul", graph.op("Div", side, graph.ints("sixteen", [16])),
+                                           graph.ints("two", [2])))
+    sides = graph.op("Concat", side, side, axis=0)
+    start = graph.op("Div", graph.op("Sub", height_width, sides), graph.ints("two", [2]))
+    crop = graph.op("Slice", IMAGE_INPUT, start, graph.op("Add", start, sides), graph.ints("height_width_axes", [1, 2]))
+    return graph.op("Cast", crop, to=TensorProto.FLOAT), side
+
+
+def _crop_each_axis(graph, height_width: str) -> str:
+    """TF-slim's crop, as float32: each axis on its own, start = size // 16 = int((size - 0.875 size) / 2)."""
+    from onnx import TensorProto
+
+    start = graph.op("Div", height_width, graph.ints("sixteen", [16]))
+    sides = graph.op("Sub", height_width, graph.op("Mul", start, graph.ints("two", [2])))
+    crop = graph.op("Slice", IMAGE_INPUT, start, graph.op("Add", start, sides), graph.ints("height_width_axes", [1, 2]))
+    return graph.op("Cast", crop, to=TensorProto.FLOAT)
+
+
+def _resize_and_average_blocks(graph, crop: str, side: str, batch: str, resolution: int) -> str:
+    """The default's resize: bilinear (half_pixel) to R f, then the mean of each f x f block, where f is
+    the largest power of two up to 64 with R f <= side (a count of comparisons)."""
+    from onnx import TensorProto
+
+    powers = [2 ** k for k in range(1, preprocessing.MAX_BLOCK.bit_length())]
+    # Not(Less) rather than GreaterOrEqual: onnxruntime's shape inference (data propagation) of
+    # GreaterOrEqual at opsets 13-15 makes the Resize sizes below look empty and refuses the model.
+    too_small = graph.op("Less", side, graph.ints("block_sides", [resolution * p for p in powers]))
+    fits = graph.op("Cast", graph.op("Not", too_small), to=TensorProto.INT64)
+    count = graph.reduce("ReduceSum", fits, keepdims=0)  # a scalar: onnxruntime's shape inference again
+    f = graph.op("Unsqueeze", graph.op("Gather", graph.ints("blocks", [1] + powers), count), graph.ints("first", [0]))
+    side_out = graph.ints("resolution", [resolution])
+    big_side = graph.op("Mul", f, side_out)
+    three = graph.ints("channels", [3])
+    sizes = graph.op("Concat", batch, big_side, big_side, three, axis=0)
+    big = graph.op("Resize", crop, "", "", sizes, mode="linear", coordinate_transformation_mode="half_pixel")
+    blocks = graph.op("Concat", batch, side_out, f, side_out, f, three, axis=0)
+    return graph.reduce("ReduceMean", graph.op("Reshape", big, blocks), axes=[2, 4], keepdims=0)
 
 
 def _network_input(graph, pixels: str, contract, resolution: int) -> tuple:

@@ -45,13 +45,15 @@ def catalogue_variant_for(weights, family: str, alpha: float):
         return None
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be None, a catalogue name or a checkpoint path, got {weights!r}")
-    if not isinstance(weights, str) or os.path.exists(weights) or "/" in weights or os.sep in weights:
+    if not catalogue.names_a_variant(weights):
         return None
     variant = catalogue.get_variant(weights)
     if variant.quantized:
         raise ValueError(f"weights {weights!r} are Google's uint8 TFLite model, not a slim checkpoint")
     if variant.family != family:
-        raise ValueError(f"weights {weights!r} are a MobileNet {variant.family.upper()}; this builds a {family.upper()}")
+        raise ValueError(
+            f"weights {weights!r} are a MobileNet {variant.family.upper()}; this builds a {family.upper()}"
+        )
     if variant.alpha != alpha:
         raise ValueError(f"weights {weights!r} need alpha={variant.alpha}, got alpha={alpha}")
     return variant

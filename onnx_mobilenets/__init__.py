@@ -16,8 +16,8 @@ from .errors import (
     InvalidModelError,
     ModelNotFoundError,
     OfflineError,
-    ProviderError,
     OnnxMobileNetsError,
+    ProviderError,
     UnsafeArchiveError,
 )
 

@@ -12,6 +12,7 @@ as a fully quantized ``.tflite`` inside a release tarball: ``NAME_quant`` (preci
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,6 +23,7 @@ __all__ = [
     "ALIASES",
     "list_variants",
     "get_variant",
+    "names_a_variant",
 ]
 
 
@@ -197,3 +199,14 @@ def get_variant(name: str) -> Variant:
             f"Known: aliases {', '.join(ALIASES)} and {len(_VARIANTS)} variants "
             f"(see onnx_mobilenets.list_variants() or `onnx-mobilenets list`)."
         ) from None
+
+
+# What a file a user names may end in: an artifact, a checkpoint or release tarball, a .tflite.
+FILE_SUFFIXES = (".onnx", ".tgz", ".tar", ".gz", ".index", ".tflite", ".ckpt")
+
+
+def names_a_variant(value) -> bool:
+    """Whether `value`, as a user gave it, names a variant (a name or alias) rather than a file: a str
+    with no path separator and no file suffix, that is not an existing path."""
+    return (isinstance(value, str) and "/" not in value and os.sep not in value
+            and not value.endswith(FILE_SUFFIXES) and not os.path.exists(value))

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from onnx_mobilenets import catalogue, download
+from onnx_mobilenets import catalogue, contract, download
 from onnx_mobilenets.errors import ChecksumError, ModelNotFoundError, OnnxMobileNetsError
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS_URL_ENV = download.ARTIFACTS_URL_ENV
-artifacts_dir = download.artifacts_dir
-
 
 def cached_artifact(name: str) -> Path:
-    return artifacts_dir() / f"{name}.onnx"
-
-
-def looks_like_path(model) -> bool:
-    return isinstance(model, os.PathLike) or (
-        isinstance(model, str) and (model.endswith(".onnx") or "/" in model or os.sep in model)
-    )
+    """Where the runtime's cache keeps the artifact of catalogue variant `name`."""
+    return download.artifacts_dir() / f"{name}.onnx"
 
 
 def resolve_model(model) -> Path:
@@ -34,10 +25,10 @@ def resolve_model(model) -> Path:
     (1) the cached artifact (where `onnx-mobilenets convert` writes by default), (2) the artifact
     listed in the manifest under ``ONNX_MOBILENETS_ARTIFACTS_URL``, verified against its SHA-256: a
     local folder (such as one `convert --output DIR` wrote) is used in place, a URL is downloaded
-    and cached, (3) a local conversion of the official
-    checkpoint when the [convert] extra is installed (in a subprocess, so TensorFlow never enters
-    this process; then cached), else a `ModelNotFoundError` naming the command that gets it."""
-    if looks_like_path(model):
+    and cached, (3) a local conversion of the official checkpoint when the [convert] extra is
+    installed (in a subprocess, so TensorFlow never enters this process; then cached), else a
+    `ModelNotFoundError` naming the command that gets it."""
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and not catalogue.names_a_variant(model)):
         path = Path(model).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
@@ -53,16 +44,16 @@ def resolve_model(model) -> Path:
         logger.warning("cached %s does not match its recorded SHA-256; fetching it again", path)
         path.unlink()
 
-    base = os.environ.get(ARTIFACTS_URL_ENV)
+    base = os.environ.get(download.ARTIFACTS_URL_ENV)
     if base:
         return _fetch_published(base, name)
     if conversion_available():
         return _convert_locally(name)
     raise ModelNotFoundError(
-        f"no ONNX file for {name}: it is not in the cache ({path}), {ARTIFACTS_URL_ENV} is not set, and "
+        f"no ONNX file for {name}: it is not in the cache ({path}), {download.ARTIFACTS_URL_ENV} is not set, and "
         "the [convert] extra (TensorFlow, tf2onnx, onnx) is not installed. Get it with:\n"
         f"    pip install 'onnx-mobilenets[convert]' && onnx-mobilenets convert {name}\n"
-        f"or point {ARTIFACTS_URL_ENV} at a folder or URL of published artifacts (with manifest.json), "
+        f"or point {download.ARTIFACTS_URL_ENV} at a folder or URL of published artifacts (with manifest.json), "
         "or pass the path of an .onnx file."
     )
 
@@ -70,16 +61,16 @@ def resolve_model(model) -> Path:
 def _fetch_published(base: str, name: str) -> Path:
     is_url = "://" in base
     join = (lambda f: base.rstrip("/") + "/" + f) if is_url else (lambda f: str(Path(base).expanduser() / f))
+    where = join(contract.MANIFEST)
     try:
-        manifest = json.loads(download.read_bytes(join("manifest.json")))
-        entry = manifest["artifacts"][name]
+        entry = contract.parse_manifest(download.read_bytes(where), where)[name]
         file, sha256 = entry["file"], entry["sha256"]
     except (KeyError, TypeError, ValueError) as e:
         raise ModelNotFoundError(f"the artifacts at {base} have no valid manifest entry for {name} ({e!r})") from None
     if not is_url:  # a folder on this machine: use the file where it is, once its checksum is right
         path = Path(join(file))
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is listed in {join('manifest.json')} but does not exist")
+            raise FileNotFoundError(f"{path} is listed in {where} but does not exist")
         actual = download.sha256_of(path)
         if actual != sha256:
             raise ChecksumError(f"{path} has SHA-256 {actual}, but its manifest says {sha256}: it changed after "
@@ -101,8 +92,8 @@ def _stderr_fd():
 
 def _convert_locally(name: str) -> Path:
     logger.warning("converting %s from the official checkpoint (one time; the result is cached)", name)
-    command = [sys.executable, "-m", "onnx_mobilenets.cli", "convert", name, "--output", str(artifacts_dir())]
-    result = subprocess.run(command, stdout=_stderr_fd())  # progress stays visible, stdout stays clean
+    command = [sys.executable, "-m", "onnx_mobilenets.conversion", name, "--output", str(download.artifacts_dir())]
+    result = subprocess.run(command, stdout=_stderr_fd())  # its messages stay visible, our stdout stays clean
     path = cached_artifact(name)
     if result.returncode != 0 or not path.is_file():
         raise OnnxMobileNetsError(f"local conversion of {name} failed (exit {result.returncode}): {' '.join(command)}")

@@ -67,7 +67,9 @@ def _decoded(fp, name: str, draft_size: Optional[int]) -> Image.Image:
     except InvalidImageError:
         raise
     except _DECODE_ERRORS as e:
-        raise InvalidImageError(f"{name} could not be decoded (corrupt or truncated?): {type(e).__name__}: {e}") from None
+        raise InvalidImageError(
+            f"{name} could not be decoded (corrupt or truncated?): {type(e).__name__}: {e}"
+        ) from None
 
 
 def _decode(fp, name: str, draft_size: Optional[int]) -> Image.Image:

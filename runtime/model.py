@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import warnings
 from typing import NamedTuple, Optional
@@ -11,19 +10,19 @@ from typing import NamedTuple, Optional
 import numpy as np
 import onnxruntime as ort
 
+from onnx_mobilenets import contract
 from onnx_mobilenets import preprocessing as preprocessing_module
 from onnx_mobilenets.contract import Preprocessing
 from onnx_mobilenets.errors import InvalidModelError, ProviderError
+from onnx_mobilenets.model_bytes import runtime_form
 from onnx_mobilenets.parity import softmax
+from onnx_mobilenets.sessions import quiet_options
 
 from .artifacts import resolve_model
 from .images import load_image
-from .model_bytes import runtime_form
 from .providers import create_session
 
 logger = logging.getLogger(__name__)
-
-_REQUIRED_METADATA = ("variant", "resolution", "output", "classes", "preprocessing", "labels")
 
 
 class Prediction(NamedTuple):
@@ -74,7 +73,7 @@ class OnnxMobileNet:
         self.batch_size = batch_size
         self.jpeg_draft = jpeg_draft
 
-        options = session_options or ort.SessionOptions()
+        options = session_options or quiet_options()
         if threads is not None:
             options.intra_op_num_threads = threads
         if graph_optimization_level is not None:
@@ -102,30 +101,19 @@ class OnnxMobileNet:
         return self._input.name
 
     def _read_metadata(self) -> None:
-        meta = self._session.get_modelmeta().custom_metadata_map
-        missing = [k for k in _REQUIRED_METADATA if k not in meta]
-        if missing:
-            raise InvalidModelError(
-                f"{self.path} is not a MobileNet artifact made by onnx-mobilenets (metadata lacks {', '.join(missing)})"
-            )
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        contract.check_metadata(meta, self.path)
         try:
-            self.metadata = dict(meta)
+            self.metadata = meta
             self._contract = Preprocessing.from_json(meta["preprocessing"])
             self._resolution = int(meta["resolution"])
             self._output_is_logits = meta["output"] == "logits"
-            labels = json.loads(meta["labels"])
-            classes = int(meta["classes"])
+            self._drop_background = int(meta["classes"]) == 1001  # slim's background class: predictions skip it
+            self._labels = contract.labels_of(meta)
         except (ValueError, TypeError) as e:
             raise InvalidModelError(f"{self.path} has unreadable metadata: {e}") from None
-        if classes == 1001 and labels:  # slim's background class: predictions skip it
-            labels = labels[1:]
-        if not labels or len(labels) != 1000:
-            raise InvalidModelError(f"{self.path} does not carry the 1000 ImageNet labels")
-        self._labels = tuple((str(w), str(l)) for w, l in labels)
-        self._drop_background = classes == 1001
-        if json.loads(meta.get("weights", "{}")).get("random"):
-            warnings.warn(f"{self.path} carries UNTRAINED RANDOM WEIGHTS (made for tests and benchmarks): "
-                          "its predictions mean nothing", stacklevel=3)
+        if contract.is_random(meta):
+            warnings.warn(f"{self.path}: {contract.RANDOM_WEIGHTS_WARNING}: its predictions mean nothing", stacklevel=3)
 
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -134,7 +122,9 @@ class OnnxMobileNet:
         R = self._resolution
         expected = [3, R, R] if self._contract.layout == "NCHW" else [R, R, 3]
         if list(inputs[0].shape[1:]) != expected:
-            raise InvalidModelError(f"{self.path} input shape {inputs[0].shape} does not match its metadata ({expected})")
+            raise InvalidModelError(
+                f"{self.path} input shape {inputs[0].shape} does not match its metadata ({expected})"
+            )
 
     # --- properties -----------------------------------------------------------------------------
     @property

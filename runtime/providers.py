@@ -13,10 +13,10 @@ from typing import Optional
 import onnxruntime as ort
 
 from onnx_mobilenets.errors import ProviderError
+from onnx_mobilenets.sessions import CPU, new_session
 
 logger = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-training")
 
@@ -75,7 +75,9 @@ def requested_providers(providers, device_id: int = 0) -> list:
             return [(CUDA, cuda_options(device_id)), CPU]
         if choice == "auto":
             return [(CUDA, cuda_options(device_id)), CPU] if CUDA in available else [CPU]
-        raise ValueError(f"providers must be 'auto', 'cuda', 'cpu' or a list of onnxruntime providers, got {providers!r}")
+        raise ValueError(
+            f"providers must be 'auto', 'cuda', 'cpu' or a list of onnxruntime providers, got {providers!r}"
+        )
     if isinstance(providers, (list, tuple)) and providers:
         names = [p[0] if isinstance(p, (list, tuple)) else p for p in providers]
         missing = [n for n in names if n not in available]
@@ -86,7 +88,8 @@ def requested_providers(providers, device_id: int = 0) -> list:
 
 
 def create_session(model_bytes_or_path, providers="auto", device_id: int = 0, session_options=None):
-    """An InferenceSession on the requested providers; raises if CUDA was demanded and did not bind."""
+    """An InferenceSession on the requested providers; raises if CUDA was demanded and did not bind.
+    Without `session_options`, onnxruntime logs only errors (`onnx_mobilenets.sessions`)."""
     wanted = requested_providers(providers, device_id)
     wants_cuda = any((p[0] if isinstance(p, tuple) else p) == CUDA for p in wanted)
     if wants_cuda and hasattr(ort, "preload_dlls"):
@@ -94,7 +97,7 @@ def create_session(model_bytes_or_path, providers="auto", device_id: int = 0, se
             ort.preload_dlls()
         except Exception as e:  # a missing library is reported below if CUDA then fails to bind
             logger.debug("onnxruntime.preload_dlls failed: %s", e)
-    session = ort.InferenceSession(model_bytes_or_path, sess_options=session_options, providers=wanted)
+    session = new_session(model_bytes_or_path, wanted, options=session_options)
     bound = session.get_providers()
     if wants_cuda and CUDA not in bound:
         if providers == "auto":

@@ -24,6 +24,10 @@ import numpy as np
 
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
+from .artifacts import resolve_model
+from .model import OnnxMobileNet
+from .stream import COLUMNS
+
 RAY_INSTALL = "pip install 'onnx-mobilenets[ray]'"
 
 
@@ -45,8 +49,6 @@ class Classifier:
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise OnnxMobileNetsError(f"the artifact arrived with SHA-256 {actual}, expected {sha256}")
-        from .model import OnnxMobileNet
-
         self._folder = tempfile.TemporaryDirectory(prefix="onnx-mobilenets-actor-")
         path = Path(self._folder.name) / "model.onnx"
         path.write_bytes(data)
@@ -54,11 +56,9 @@ class Classifier:
         self.top, self.workers = top, workers
 
     def __call__(self, batch: dict) -> dict:
-        from onnx_mobilenets.batch import COLUMNS, result_row
-
         paths = [str(p) for p in batch["path"]]
         sources = list(batch["bytes"]) if "bytes" in batch else paths
-        rows = [result_row(r) for r in self.model.predict_stream(sources, top=self.top, workers=self.workers)]
+        rows = [r.as_row() for r in self.model.predict_stream(sources, top=self.top, workers=self.workers)]
         columns = {c: [row[c] for row in rows] for c in COLUMNS}
         columns["path"] = paths  # bytes carry no name: the row is named by the file it was read from
         return {c: _column(v) for c, v in columns.items()}
@@ -83,13 +83,11 @@ def default_actors(num_cpus: float, num_gpus: float) -> int:
 def classify(sources, model="v2", *, top: int = 5, batch_size: int = 32, concurrency: Optional[int] = None,
              num_cpus: float = 1, num_gpus: float = 0, providers=None, workers: Optional[int] = None):
     """A Ray Dataset of prediction rows for `sources`: a list of image paths (readable where the
-    actors run; rows name them as absolute paths) or a Dataset with ``bytes`` and ``path`` columns. `model` is resolved here (alias,
-    catalogue name or .onnx path) and shipped to the actors once. `concurrency` actors (default:
-    `default_actors`), each with `num_cpus` CPUs and `num_gpus` GPUs, take batches of `batch_size`
-    rows; `providers` default to "cuda" for GPU actors and "cpu" otherwise."""
+    actors run; rows name them as absolute paths) or a Dataset with ``bytes`` and ``path`` columns.
+    `model` is resolved here (alias, catalogue name or .onnx path) and shipped to the actors once.
+    `concurrency` actors (default: `default_actors`), each with `num_cpus` CPUs and `num_gpus` GPUs,
+    take batches of `batch_size` rows; `providers` default to "cuda" for GPU actors and "cpu" otherwise."""
     ray = _ray()
-    from .artifacts import resolve_model
-
     if not ray.is_initialized():
         ray.init()
     data = resolve_model(model).read_bytes()

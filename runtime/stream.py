@@ -23,10 +23,21 @@ from onnx_mobilenets.errors import InvalidImageError
 SOURCE_ERRORS = (InvalidImageError, OSError)
 
 
+# The columns of a result as a row (what `predict --output` writes and Ray's Dataset holds).
+COLUMNS = ("path", "class_indices", "synsets", "labels", "probabilities", "error")
+
+
 class StreamResult(NamedTuple):
     source: object  # as given
     predictions: Optional[list]  # the top `Prediction`s, or None when `error` says why not
     error: Optional[str] = None
+
+    def as_row(self) -> dict:
+        """The result as a row of COLUMNS: the top-k values as lists, "" for no error."""
+        predictions = self.predictions or []
+        return {"path": str(self.source), "class_indices": [p.class_index for p in predictions],
+                "synsets": [p.synset for p in predictions], "labels": [p.label for p in predictions],
+                "probabilities": [round(p.probability, 6) for p in predictions], "error": self.error or ""}
 
 
 def predict_stream(model, sources: Iterable, top: int = 5, *, workers: Optional[int] = None,

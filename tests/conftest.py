@@ -82,8 +82,12 @@ def fixture_image_batch(fixtures, resolution) -> np.ndarray:
     from onnx_mobilenets import DEFAULT_PREPROCESSING
     from onnx_mobilenets.preprocessing import network_input
 
-    return np.stack([network_input(Image.open(fixtures / "images" / n).convert("RGB"), resolution, DEFAULT_PREPROCESSING)
-                     for n in IMAGES])
+    return np.stack(
+        [
+            network_input(Image.open(fixtures / "images" / n).convert("RGB"), resolution, DEFAULT_PREPROCESSING)
+            for n in IMAGES
+        ]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,14 @@ def v2_block_outputs(alpha):
         for r in range(n):
             cout = _divisible(c * alpha)
             inner = cin if t == 1 else _divisible(cin * t)
-            blocks.append(("MobilenetV2/expanded_conv" + (f"_{i}" if i else ""), inner if inner > cin else None, cout, s if r == 0 else 1))
+            blocks.append(
+                (
+                    "MobilenetV2/expanded_conv" + (f"_{i}" if i else ""),
+                    inner if inner > cin else None,
+                    cout,
+                    s if r == 0 else 1,
+                )
+            )
             cin, i = cout, i + 1
     return blocks
 
@@ -104,7 +111,9 @@ def forward(values, family, images):
         return bn(tf.nn.conv2d(x, values[f"{scope}/weights"], stride, "SAME"), scope, relu6)
 
     def dw(x, scope, stride):
-        return bn(tf.nn.depthwise_conv2d(x, values[f"{scope}/depthwise_weights"], [1, stride, stride, 1], "SAME"), scope)
+        return bn(
+            tf.nn.depthwise_conv2d(x, values[f"{scope}/depthwise_weights"], [1, stride, stride, 1], "SAME"), scope
+        )
 
     if family == "v1":
         net = "MobilenetV1"

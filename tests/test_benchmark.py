@@ -12,10 +12,31 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
 def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, str(TOOL), "mobilenet_v1_0.25_128", "--rounds", "1", "--round-seconds", "0.01",
-         "--threads", "1", "--json", str(out), "--markdown", str(tmp_path / "bench.md"), "--work-dir", str(tmp_path / "w"),
-         "--quantized", "mobilenet_v1_0.25_128_quant", "--mirror", str(fixtures / "checkpoints"), "--throughput", "12"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(TOOL),
+            "mobilenet_v1_0.25_128",
+            "--rounds",
+            "1",
+            "--round-seconds",
+            "0.01",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+            "--markdown",
+            str(tmp_path / "bench.md"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--quantized",
+            "mobilenet_v1_0.25_128_quant",
+            "--mirror",
+            str(fixtures / "checkpoints"),
+            "--throughput",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -39,16 +60,26 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     assert quant["variant"] == "mobilenet_v1_0.25_128_quant" and quant["float_variant"] == "mobilenet_v1_0.25_128"
     assert set(quant["contenders"]) == {f"{c}_b{n}" for c in ("int8_ort", "int8_ort_stored_weights", "tflite_xnnpack",
                                                               "float_ort") for n in (1, 32)}
-    assert set(quant["ratios"]) == {"int8_speedup_vs_float_b1", "int8_speedup_vs_tflite_b1", "int8_speedup_vs_float_b32",
-                                    "int8_speedup_vs_tflite_b32", "int8_weights_speedup_b1", "int8_weights_speedup_b32",
-                                    "int8_size_over_float"}
+    assert set(quant["ratios"]) == {
+        "int8_speedup_vs_float_b1",
+        "int8_speedup_vs_tflite_b1",
+        "int8_speedup_vs_float_b32",
+        "int8_speedup_vs_tflite_b32",
+        "int8_weights_speedup_b1",
+        "int8_weights_speedup_b32",
+        "int8_size_over_float",
+    }
     assert 0.2 < quant["ratios"]["int8_size_over_float"] < 0.4
     for profile in quant["profile_b1_ms"].values():  # V1 has no Add: its "rest" is pooling, softmax, ...
         assert set(profile) == {"depthwise_conv_ms", "other_conv_ms", "rest_ms"} and min(profile.values()) > 0
     throughput = report["throughput"]
     assert throughput["images"] == 12 and set(throughput["artifacts"]) == {"float", "int8"}
     for figures in throughput["artifacts"].values():
-        assert figures["limit_images_per_s"] > 0 and figures["stream_images_per_s"] > 0 and figures["naive_images_per_s"] > 0
+        assert (
+            figures["limit_images_per_s"] > 0
+            and figures["stream_images_per_s"] > 0
+            and figures["naive_images_per_s"] > 0
+        )
         assert figures["cli_parquet_images_per_s"] > 0 and figures["ray_images_per_s"] > 0
         assert figures["decode_core_s_per_image"] > 0 and figures["inference_core_s_per_image"] > 0
     assert throughput["memory"]["peak_mb_10x"] > 0

@@ -2,8 +2,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import WITHOUT_TENSORFLOW
+
 from onnx_mobilenets import ALIASES, get_variant, list_variants
 
 
@@ -36,8 +36,12 @@ def test_every_float_variant_has_its_quantized_sibling():
     assert [q.name for q in quantized] == [f"{v.name}_quant" for v in list_variants(precision="float32")]
     for q in quantized:
         float_variant = get_variant(q.name[:-len("_quant")])
-        assert (q.family, q.alpha, q.resolution, q.macs_millions) == (float_variant.family, float_variant.alpha,
-                                                                       float_variant.resolution, float_variant.macs_millions)
+        assert (q.family, q.alpha, q.resolution, q.macs_millions) == (
+            float_variant.family,
+            float_variant.alpha,
+            float_variant.resolution,
+            float_variant.macs_millions,
+        )
         assert q.quantized and q.precision == "uint8" and q.checkpoint_sha256 is None  # none published
         assert q.preprocessing.dtype == "uint8" and float_variant.preprocessing.dtype == "float32"
         if q.family == "v1":

@@ -3,12 +3,11 @@ reference forward pass, and strictness about every variable."""
 
 import numpy as np
 import pytest
-
+import slim_reference
 from conftest import FIXTURE_NAMES, IMAGES, assert_top5_matches, fixture_image_batch
+
 from onnx_mobilenets import CheckpointError, get_variant
 from onnx_mobilenets.conversion import MobileNet, MobileNetV2, build_variant, load_slim_checkpoint, resolve_checkpoint
-
-import slim_reference
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
@@ -135,7 +134,9 @@ def test_catalogue_name_goes_through_the_downloader(fixtures, tmp_path, monkeypa
     # checksum: downloaded into the cache, reported as unverified, loaded (weights fit any resolution).
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    (mirror / "mobilenet_v1_0.25_160.tgz").write_bytes((fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz").read_bytes())
+    (mirror / "mobilenet_v1_0.25_160.tgz").write_bytes(
+        (fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz").read_bytes()
+    )
     monkeypatch.setenv("ONNX_MOBILENETS_MIRROR", str(mirror))
     with caplog.at_level("WARNING"):
         model = build_variant("mobilenet_v1_0.25_160")
@@ -143,7 +144,9 @@ def test_catalogue_name_goes_through_the_downloader(fixtures, tmp_path, monkeypa
     assert model.input_shape == (None, 160, 160, 3)
     assert model.checkpoint_report.source == "mobilenet_v1_0.25_160"
     # The official name of a variant whose checksum is published: the fixture is not that file.
-    (mirror / "mobilenet_v1_0.25_128.tgz").write_bytes((fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz").read_bytes())
+    (mirror / "mobilenet_v1_0.25_128.tgz").write_bytes(
+        (fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz").read_bytes()
+    )
     from onnx_mobilenets import ChecksumError
     from onnx_mobilenets.download import cache_dir
 

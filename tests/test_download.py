@@ -1,52 +1,31 @@
 """The downloader against a local HTTP server on 127.0.0.1, and safe extraction."""
 
 import hashlib
-import http.server
 import io
 import logging
 import tarfile
-import threading
 
 import pytest
+from flaky_server import serving
 
-from onnx_mobilenets import ChecksumError, DownloadError, OfflineError, UnsafeArchiveError
+from onnx_mobilenets import ChecksumError, DownloadError, OfflineError, UnsafeArchiveError, download
 from onnx_mobilenets.download import cache_dir, fetch, safe_extract
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.server.requests.append(self.path)
-        if self.path.endswith("/missing.tgz"):
-            self.send_error(404)
-            return
-        body = self.server.files.get(self.path.rsplit("/", 1)[-1], PAYLOAD)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.path.endswith("/dropped.tgz"):
-            self.wfile.write(body[: len(body) // 3])  # then the connection closes mid-file
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch):
+    """Retries without the pauses between them (what they are for is a real server's recovery)."""
+    monkeypatch.setattr(download, "RETRY_DELAYS", (0, 0, 0, 0))
 
 
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.requests, httpd.files = [], {}
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    names = ("good.tgz", "unverified.tgz", "local.tgz", "absent.tgz", "bad.tgz")
+    with serving({name: PAYLOAD for name in names}) as httpd:
+        yield httpd
 
 
 def _cache_files():
@@ -58,7 +37,7 @@ def test_good_file_is_cached_and_reused_without_a_new_request(server):
     path = fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA)
     assert path.read_bytes() == PAYLOAD and path.parent == cache_dir() / "checkpoints"
     assert fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA) == path
-    assert server.requests == ["/models/good.tgz"]
+    assert server.requests == [("good.tgz", None)]
     assert _cache_files() == ["checkpoints/good.tgz", "checkpoints/good.tgz.sha256"]
 
 
@@ -68,12 +47,30 @@ def test_checksum_mismatch_raises_and_caches_nothing(server):
     assert _cache_files() == []
 
 
-def test_dropped_connection_leaves_nothing(server):
-    with pytest.raises(DownloadError, match="connection closed after"):
-        fetch(f"{server.base}/models/dropped.tgz", PAYLOAD_SHA)
+def test_transient_failures_are_retried_and_a_dropped_file_resumes(server):
+    """A 500, then a connection dropped after a third of the file: the download goes on from the
+    byte where it stopped (HTTP Range), and the file is whole."""
+    server.faults["good.tgz"] = ["500", "drop"]
+    path = fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests == [("good.tgz", None), ("good.tgz", None), ("good.tgz", f"bytes={len(PAYLOAD) // 3}-")]
+    assert _cache_files() == ["checkpoints/good.tgz", "checkpoints/good.tgz.sha256"]
+
+
+def test_a_server_without_ranges_is_read_again_from_the_start(tmp_path):
+    with serving({"good.tgz": PAYLOAD}, {"good.tgz": ["drop"]}, ranges=False) as server:
+        assert fetch(f"{server.base}/good.tgz", PAYLOAD_SHA).read_bytes() == PAYLOAD
+        assert [asked for _, asked in server.requests] == [None, f"bytes={len(PAYLOAD) // 3}-"]  # asked, not given
+
+
+def test_failures_that_persist_or_are_final_leave_nothing(server):
+    server.faults["good.tgz"] = ["drop"] * 5  # every attempt: 1 + len(RETRY_DELAYS)
+    with pytest.raises(DownloadError, match="failed after 5 attempts: the connection closed after"):
+        fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA)
     assert _cache_files() == []
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(DownloadError, match="HTTP 404"):  # final: not retried
         fetch(f"{server.base}/models/missing.tgz")
+    assert [name for name, _ in server.requests].count("missing.tgz") == 1
     assert _cache_files() == []
 
 
@@ -97,6 +94,17 @@ def test_offline_mode_raises_a_clear_error(server, monkeypatch):
     assert fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA).is_file()  # cached files still work
 
 
+def test_offline_allows_a_local_mirror_folder_not_a_url(server, tmp_path, monkeypatch):
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / "local.tgz").write_bytes(PAYLOAD)
+    monkeypatch.setenv("ONNX_MOBILENETS_OFFLINE", "1")
+    assert fetch("https://official.invalid/x/local.tgz", PAYLOAD_SHA, mirror=str(folder)).read_bytes() == PAYLOAD
+    with pytest.raises(OfflineError, match=r"forbids downloading it from http://127\.0\.0\.1:\d+/m/unverified\.tgz"):
+        fetch("https://official.invalid/x/unverified.tgz", mirror=f"{server.base}/m")
+    assert server.requests == []
+
+
 def test_unknown_checksum_is_recorded_and_reported(server, caplog):
     with caplog.at_level(logging.WARNING, logger="onnx_mobilenets.download"):
         path = fetch(f"{server.base}/models/unverified.tgz", None)
@@ -117,7 +125,7 @@ def test_corrupted_cached_copy_is_replaced(server):
 
 def test_mirror_base_url_and_local_folder(server, tmp_path, monkeypatch):
     path = fetch("https://official.invalid/models/good.tgz", PAYLOAD_SHA, mirror=f"{server.base}/mirror/")
-    assert server.requests == ["/mirror/good.tgz"] and path.read_bytes() == PAYLOAD
+    assert server.requests == [("good.tgz", None)] and path.read_bytes() == PAYLOAD
     folder = tmp_path / "mirror"
     folder.mkdir()
     (folder / "local.tgz").write_bytes(PAYLOAD)
@@ -134,7 +142,7 @@ def test_mirror_base_url_and_local_folder(server, tmp_path, monkeypatch):
 
 def test_progress_bar_is_drawn_when_asked(server, capsys):
     fetch(f"{server.base}/models/good.tgz", PAYLOAD_SHA, progress=True)
-    assert "good.tgz [" in capsys.readouterr().err
+    assert "good.tgz: 100%" in capsys.readouterr().err  # tqdm's bar
 
 
 def _tarball(path, build):
@@ -182,7 +190,9 @@ def test_unsafe_archives_are_rejected_before_writing(tmp_path, build, message):
 
 
 def test_safe_extract_of_a_good_archive(tmp_path):
-    archive = _tarball(tmp_path / "good.tgz", lambda t: (_add_file(t, "./m.ckpt.index", b"i"), _add_file(t, "./sub/x", b"x")))
+    archive = _tarball(
+        tmp_path / "good.tgz", lambda t: (_add_file(t, "./m.ckpt.index", b"i"), _add_file(t, "./sub/x", b"x"))
+    )
     out = safe_extract(archive, tmp_path / "out")
     assert (out / "m.ckpt.index").read_bytes() == b"i" and (out / "sub" / "x").read_bytes() == b"x"
     (tmp_path / "junk.tgz").write_bytes(b"not a tarball")

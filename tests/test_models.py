@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+import slim_reference
 
 from onnx_mobilenets import list_variants
 from onnx_mobilenets.conversion import MobileNet, MobileNetV2, build_variant, slim_variable_names
 from onnx_mobilenets.conversion.mobilenet_v2 import make_divisible
-
-import slim_reference
 
 
 def _published_count(model, family):
@@ -64,9 +63,11 @@ def test_v2_channel_rounding_matches_slim(alpha):
     assert got == blocks
     assert model.get_layer("MobilenetV2.Conv_1").filters == head
     # Residual adds exactly on the stride-1, equal-width blocks.
-    adds = sorted(int(l.name.split(".")[1].rsplit("_", 1)[-1]) for l in model.layers if l.name.endswith(".add"))
+    adds = sorted(
+        int(layer.name.split(".")[1].rsplit("_", 1)[-1]) for layer in model.layers if layer.name.endswith(".add")
+    )
     assert adds == [2, 4, 5, 7, 8, 9, 11, 12, 14, 15]
-    assert "MobilenetV2.expanded_conv.expand" not in {l.name for l in model.layers}
+    assert "MobilenetV2.expanded_conv.expand" not in {layer.name for layer in model.layers}
 
 
 def test_make_divisible_rule():
@@ -96,7 +97,7 @@ def test_non_square_and_odd_inputs(builder):
 def test_headless_pooling_and_depth_multiplier(builder):
     model = builder((64, 64, 3), include_top=False, pooling="avg", depth_multiplier=2)
     assert len(model.output_shape) == 2
-    dw = next(l for l in model.layers if "depthwise" in l.name and hasattr(l, "depth_multiplier"))
+    dw = next(layer for layer in model.layers if "depthwise" in layer.name and hasattr(layer, "depth_multiplier"))
     assert dw.depth_multiplier == 2
     assert builder((64, 64, 3), include_top=False, pooling="max").output_shape == model.output_shape
 

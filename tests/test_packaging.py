@@ -24,10 +24,24 @@ def test_wheel_layout_and_metadata(tmp_path):
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     base = [r for r in requires if "extra ==" not in r]
-    assert sorted(r.split(">")[0].split("=")[0].strip().lower() for r in base) == ["numpy", "onnxruntime", "pillow", "tqdm"]
-    for extra, package in (("convert", "tensorflow"), ("convert", "tf2onnx"), ("convert", "onnx"), ("convert", "ai-edge-litert"),
-                           ("verify", "openvino"), ("parquet", "pyarrow"), ("ray", "ray"), ("verify", "opencv-python-headless"), ("gpu", "onnxruntime-gpu"),
-                           ("dev", "pytest")):
+    assert sorted(r.split(">")[0].split("=")[0].strip().lower() for r in base) == [
+        "numpy",
+        "onnxruntime",
+        "pillow",
+        "tqdm",
+    ]
+    for extra, package in (
+        ("convert", "tensorflow"),
+        ("convert", "tf2onnx"),
+        ("convert", "onnx"),
+        ("convert", "ai-edge-litert"),
+        ("verify", "openvino"),
+        ("parquet", "pyarrow"),
+        ("ray", "ray"),
+        ("verify", "opencv-python-headless"),
+        ("gpu", "onnxruntime-gpu"),
+        ("dev", "pytest"),
+    ):
         assert any(r.lower().startswith(package) and f'extra == "{extra}"' in r for r in requires), (extra, package)
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert "onnx-mobilenets = onnx_mobilenets.cli:main" in entry_points

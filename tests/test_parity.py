@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from conftest import FIXTURE_NAMES, fixture_image_batch
+
 from onnx_mobilenets import ConversionError, get_variant, list_variants
 from onnx_mobilenets.conversion import build_variant
 from onnx_mobilenets.conversion import export as export_module
@@ -42,7 +42,7 @@ def assert_parity(keras_model, session, inputs, family):
     """Keras and onnxruntime agree within the float32 bound on logits and probabilities, same top-1;
     and each sample run alone gives what it gives in the batch."""
     tolerance = tolerance_for(family)
-    keras_logits = export_module._logits_model(keras_model)(inputs).numpy()
+    keras_logits = export_module.logits_model(keras_model)(inputs).numpy()
     keras_probs = keras_model(inputs).numpy()
     logits, probs = _run(session, inputs)
     for output, values, reference in (("logits", logits, keras_logits), ("probabilities", probs, keras_probs)):
@@ -77,7 +77,7 @@ def test_convert_all_writes_every_variant(random_artifacts):
 
     manifest = json.loads((random_artifacts / "manifest.json").read_text())["artifacts"]
     assert sorted(manifest) == sorted(v.name for v in list_variants(precision="float32"))
-    for name, entry in manifest.items():
+    for entry in manifest.values():
         assert (random_artifacts / entry["file"]).stat().st_size == entry["size"]
         assert entry["random_weights"] is True and entry["opset"] == 17
         assert entry["parity"]["logits"]["headroom"] > 1 and entry["parity"]["log_probabilities"]["headroom"] > 1
@@ -107,7 +107,9 @@ def test_nhwc_and_nchw_exports_agree(tmp_path, fixtures):
     export_onnx(model, tmp_path / "nchw.onnx", nchw=True)
     inputs = _inputs(fixtures, 128)
     nhwc = _run(_logits_and_probabilities_session(tmp_path / "nhwc.onnx"), inputs)
-    nchw = _run(_logits_and_probabilities_session(tmp_path / "nchw.onnx"), np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))
+    nchw = _run(
+        _logits_and_probabilities_session(tmp_path / "nchw.onnx"), np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+    )
     assert check(nhwc[0], nchw[0], "logits", tolerance_for("v2")).passed
     assert check(nhwc[0], nchw[1], "probabilities", tolerance_for("v2"), reference=nhwc[1]).passed
     np.testing.assert_array_equal(nchw[0].argmax(1), nhwc[0].argmax(1))
@@ -117,7 +119,7 @@ def _cuda_binds() -> str:
     """'' when a CUDA provider binds here, else the reason it does not."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return f"onnxruntime offers no CUDAExecutionProvider here (providers: {ort.get_available_providers()})"
-    from onnx_mobilenets.runtime.doctor import probe_model
+    from onnx_mobilenets.cli.doctor import probe_model
 
     try:
         create_session(probe_model(), "cuda")
@@ -236,7 +238,7 @@ def test_parity_session_helper_sees_the_logits(fixture_artifacts):
 def test_verify_passes_on_every_variant_in_every_engine(random_artifacts, capsys):
     """`verify` against each artifact's golden record, on onnxruntime and the independent engines
     installed here (CI installs OpenVINO and OpenCV with the [verify] extra)."""
-    from onnx_mobilenets.verify import format_table, verify_artifact
+    from onnx_mobilenets.cli.verify import format_table, verify_artifact
 
     rows = [row for path in sorted(random_artifacts.glob("*.onnx")) for row in verify_artifact(path, use_keras=False)]
     ran = [r for r in rows if r.status != "skipped"]

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import require_module
 from PIL import Image
 
-from conftest import require_module
 from onnx_mobilenets import DEFAULT_PREPROCESSING, OnnxMobileNet, preprocessing
 from onnx_mobilenets.contract import QUANTIZED_PREPROCESSING
 from onnx_mobilenets.conversion.preprocessing_graph import preprocessing_model

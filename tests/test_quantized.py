@@ -16,20 +16,23 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches
 from onnx import numpy_helper
 
-from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches
 from onnx_mobilenets import ConversionError, InvalidModelError, OnnxMobileNet, get_variant
 from onnx_mobilenets.cli import main as cli
-from onnx_mobilenets.conversion import quantized
+from onnx_mobilenets.cli.verify import verify_artifact
+from onnx_mobilenets.contract import golden_of
+from onnx_mobilenets.conversion import convert_variant, quantized
+from onnx_mobilenets.model_bytes import cpu_has_vnni, read_metadata, runtime_form, with_int8_weights
 from onnx_mobilenets.parity import check_quantized, parity_pixels
-from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni, read_metadata, runtime_form, with_int8_weights
-from onnx_mobilenets.verify import golden_of, verify_artifact
 
 
 @pytest.fixture(scope="module")
 def tflite_models(fixtures):
-    return {name: quantized.read_tflite(fixtures / "checkpoints" / tarball)[0] for name, tarball in QUANT_FIXTURES.items()}
+    return {
+        name: quantized.read_tflite(fixtures / "checkpoints" / tarball)[0] for name, tarball in QUANT_FIXTURES.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +137,9 @@ def test_predictions_for_every_input_kind_without_tensorflow(quant_artifacts, fi
         name, image = key.split("/")
         for kind, probabilities in kinds.items():
             assert probabilities == kinds["path"], f"{key}: {kind} differs from path"
-        scale = json.loads(read_metadata((quant_artifacts / f"{name}.onnx").read_bytes())["quantization"])["logits_scale"]
+        scale = json.loads(read_metadata((quant_artifacts / f"{name}.onnx").read_bytes())["quantization"])[
+            "logits_scale"
+        ]
         assert_quantized_top5_matches(kinds["path"], expected_quant[name][image], scale)
 
 
@@ -235,7 +240,7 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
         "from pathlib import Path\n"
         "from onnx_mobilenets import OnnxMobileNet\n"
         "from onnx_mobilenets.parity import parity_pixels\n"
-        "from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni, int8_weight_names, with_int8_weights\n"
+        "from onnx_mobilenets.model_bytes import cpu_has_vnni, int8_weight_names, with_int8_weights\n"
         "from numpy._core._multiarray_umath import __cpu_features__ as cpu\n"
         "out = {'cpu': {k: bool(cpu.get(k)) for k in ('AVX2', 'AVX512F', 'AVX512VNNI')}, 'vnni': cpu_has_vnni()}\n"
         "for name in sys.argv[3:]:\n"
@@ -252,7 +257,7 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
     result = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code, str(quant_artifacts),
                              str(fixtures / "images"), *QUANT_FIXTURES], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    from onnx_mobilenets.verify import quantized_logits
+    from onnx_mobilenets.cli.verify import quantized_logits
 
     runs = json.loads(result.stdout)
     assert runs.pop("cpu") == {"AVX2": True, "AVX512F": False, "AVX512VNNI": False}  # really an AVX2-only CPU
@@ -300,8 +305,8 @@ def test_the_gate_catches_a_broken_weight_or_zero_point(fixtures, tmp_path, monk
 
     monkeypatch.setattr(quantized, "tidy_quantized_graph", broken)
     with pytest.raises(ConversionError) as info:
-        quantized.convert_quantized("mobilenet_v1_0.25_128_quant", tmp_path,
-                                    checkpoint=fixtures / "checkpoints" / "mobilenet_v1_0.25_128_quant.tgz")
+        convert_variant("mobilenet_v1_0.25_128_quant", tmp_path,
+                        checkpoint=fixtures / "checkpoints" / "mobilenet_v1_0.25_128_quant.tgz")
     assert info.value.gate == "parity" and "steps" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -324,7 +329,9 @@ def test_the_tflite_member_is_found_among_the_release_files(tflite_models, tmp_p
         f"{prefix}_info.txt": b"Model: mobilenet_v1_0.25_128_quant\n",
         f"{prefix}.tflite": tflite_models["mobilenet_v1_0.25_128_quant"]})
     assert quantized.read_tflite(v1) == (tflite_models["mobilenet_v1_0.25_128_quant"], f"{prefix}.tflite")
-    assert cli(["convert", "mobilenet_v1_0.25_128_quant", "--checkpoint", str(v1), "--output", str(tmp_path / "out")]) == 0
+    assert (
+        cli(["convert", "mobilenet_v1_0.25_128_quant", "--checkpoint", str(v1), "--output", str(tmp_path / "out")]) == 0
+    )
     assert "parity with TFLite (XNNPACK)" in capsys.readouterr().out
     assert (tmp_path / "out" / "mobilenet_v1_0.25_128_quant.onnx").is_file()
     v2 = _tarball(tmp_path / "quantized_v2_224_100.tgz", {
@@ -342,7 +349,9 @@ def _tiny_tflite(quantize: bool) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([np.random.rand(1, 128, 128, 3).astype(np.float32)] for _ in range(4))
+        converter.representative_dataset = lambda: (
+            [np.random.rand(1, 128, 128, 3).astype(np.float32)] for _ in range(4)
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.uint8
     return converter.convert()
@@ -365,12 +374,12 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(tflite_models, tmp_path
     for i, (name, members, message) in enumerate(cases):
         tarball = _tarball(tmp_path / f"case{i}.tgz", members)
         with pytest.raises(ValueError, match=message):
-            quantized.convert_quantized(name, out, checkpoint=tarball)
+            convert_variant(name, out, checkpoint=tarball)
     assert not out.exists()
     with pytest.raises(ValueError, match="unknown MobileNet variant 'mobilenet_v2_1.0_225_quant'"):
-        quantized.convert_quantized("mobilenet_v2_1.0_225_quant", out)
-    with pytest.raises(ValueError, match="float variant"):
-        quantized.convert_quantized("mobilenet_v2_1.0_224", out)
+        convert_variant("mobilenet_v2_1.0_225_quant", out)
+    with pytest.raises(ValueError, match="apply to float checkpoints only"):
+        convert_variant("mobilenet_v2_1.0_224_quant", out, random_weights=True)
     assert cli(["convert", "v2_quant", "--random-weights", "--output", str(out)]) == 2
     assert not out.exists()
 

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from onnx_mobilenets import OnnxMobileNet, OnnxMobileNetsError
-from onnx_mobilenets.batch import result_row
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.parity import parity_pixels
 
@@ -49,7 +48,7 @@ def v1_path(fixture_artifacts):
 
 def _expected_rows(v1_path, paths):
     model = OnnxMobileNet(v1_path, providers="cpu")
-    return {row["path"]: row for row in map(result_row, model.predict_stream(paths))}
+    return {row["path"]: row for row in (r.as_row() for r in model.predict_stream(paths))}
 
 
 def _same(rows, expected):

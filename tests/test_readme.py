@@ -1,7 +1,7 @@
-"""Every code sample in the README works: each Python block runs, in a fresh process, against the
-fixtures (served the way a user gets them: a cached artifact, a mirror of official file names, a
-local checkpoint path); each `onnx-mobilenets` command line in a shell block parses with today's
-command line. Documentation and API cannot drift apart unnoticed."""
+"""Every code sample in the README and in docs/ works: each Python block runs, in a fresh process,
+against the fixtures (served the way a user gets them: a cached artifact, a mirror of official file
+names, a local checkpoint path); each `onnx-mobilenets` command line in a shell block parses with
+today's command line. Documentation and API cannot drift apart unnoticed."""
 
 import os
 import re
@@ -11,17 +11,22 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import IMAGES, REPO_ROOT
+
 from onnx_mobilenets.cli import build_parser
 
-README = REPO_ROOT / "README.md"
+DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 SKIP_MARK = re.compile(r"<!--\s*readme-test:\s*skip\s+(.+?)\s*-->")
 
 
 def _blocks(language: str) -> list:
-    """(first line number, code, skip reason or None) of each fenced block in `language`."""
-    lines = README.read_text().splitlines()
+    """(where, code, skip reason or None) of each fenced block in `language` of every document."""
+    return [(f"{document.relative_to(REPO_ROOT)}:{line}", code, skip)
+            for document in DOCUMENTS for line, code, skip in _blocks_of(document, language)]
+
+
+def _blocks_of(document, language: str) -> list:
+    lines = document.read_text().splitlines()
     blocks, i = [], 0
     while i < len(lines):
         if lines[i].strip() == f"```{language}":
@@ -64,18 +69,19 @@ def world(tmp_path_factory, fixtures, fixture_artifacts, quant_artifacts):
     return work, env
 
 
-def test_the_readme_has_samples():
-    assert len([b for b in PYTHON if not b[2]]) >= 4 and SHELL
+def test_the_documents_have_samples():
+    assert len([b for b in PYTHON if not b[2]]) >= 7 and len(SHELL) >= 8
+    assert {where.split(":")[0] for where, _, _ in PYTHON + SHELL} >= {"README.md", "docs/many-images.md"}
 
 
-@pytest.mark.parametrize("line, code, skip", PYTHON, ids=[f"python-line{b[0]}" for b in PYTHON])
+@pytest.mark.parametrize("line, code, skip", PYTHON, ids=[b[0] for b in PYTHON])
 def test_python_sample_runs(world, line, code, skip):
     if skip:
-        pytest.skip(f"README line {line}: {skip}")
+        pytest.skip(f"{line}: {skip}")
     work, env = world
     result = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
                             timeout=900)
-    assert result.returncode == 0, f"README line {line} failed:\n{code}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{line} failed:\n{code}\n{result.stderr[-3000:]}"
     if "elephant.jpg" in code and "print" in code:
         assert "elephant" in result.stdout.lower(), result.stdout
 
@@ -93,10 +99,10 @@ def _command_lines(code: str) -> list:
     return commands
 
 
-@pytest.mark.parametrize("line, code, skip", SHELL, ids=[f"shell-line{b[0]}" for b in SHELL])
+@pytest.mark.parametrize("line, code, skip", SHELL, ids=[b[0] for b in SHELL])
 def test_shell_commands_parse(line, code, skip):
     for arguments in _command_lines(code):
         try:
             build_parser().parse_args(arguments)
         except SystemExit as e:
-            pytest.fail(f"README line {line}: `onnx-mobilenets {' '.join(arguments)}` does not parse ({e})")
+            pytest.fail(f"{line}: `onnx-mobilenets {' '.join(arguments)}` does not parse ({e})")

@@ -17,11 +17,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import FIXTURE_NAMES, IMAGES, WITHOUT_TENSORFLOW, assert_top5_matches, pretend_cuda_is_installed
 from PIL import Image
 
-from conftest import FIXTURE_NAMES, IMAGES, WITHOUT_TENSORFLOW, assert_top5_matches, pretend_cuda_is_installed
-from onnx_mobilenets import (ChecksumError, InvalidImageError, InvalidModelError, ModelNotFoundError, OnnxMobileNet,
-                             Prediction, ProviderError)
+from onnx_mobilenets import (
+    ChecksumError,
+    InvalidImageError,
+    InvalidModelError,
+    ModelNotFoundError,
+    OnnxMobileNet,
+    Prediction,
+    ProviderError,
+)
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.download import cache_dir
 from onnx_mobilenets.runtime import artifacts, providers
@@ -76,7 +83,7 @@ def test_properties_and_batches(models, fixtures):
     five = paths * 2 + paths[:1]
     np.testing.assert_allclose(small_batches.predict_proba(five), np.concatenate([probs, probs, probs[:1]]), atol=1e-6)
     lists = model.predict(paths, top=3)
-    assert len(lists) == 2 and all(len(l) == 3 for l in lists)
+    assert len(lists) == 2 and all(len(item) == 3 for item in lists)
     stacked = np.stack([np.asarray(Image.open(p).convert("RGB").resize((300, 300))) for p in paths])
     assert len(model.predict(stacked)) == 2  # a 4-D uint8 array is a batch
     assert model.predict([]) == []
@@ -188,7 +195,7 @@ def test_bad_models_get_clear_errors(tmp_path):
     corrupt.write_bytes(b"\x08\x07garbage" * 50)
     with pytest.raises(InvalidModelError, match="not a valid ONNX model"):
         OnnxMobileNet(corrupt, providers="cpu")
-    from onnx_mobilenets.runtime.doctor import probe_model
+    from onnx_mobilenets.cli.doctor import probe_model
 
     foreign = tmp_path / "foreign.onnx"
     foreign.write_bytes(probe_model())
@@ -256,7 +263,10 @@ def test_cuda_provider_binding_is_checked(fake_cuda, caplog, monkeypatch):
     session = providers.create_session(b"model", "cuda", device_id=1)
     assert session.get_providers()[0] == "CUDAExecutionProvider"
     cuda_entry = fake_cuda.calls[-1][0]
-    assert cuda_entry == ("CUDAExecutionProvider", {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": 0})
+    assert cuda_entry == (
+        "CUDAExecutionProvider",
+        {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": 0},
+    )
     assert providers.create_session(b"model", "auto").get_providers()[0] == "CUDAExecutionProvider"
 
     fake_cuda.bind_cuda = False
@@ -444,7 +454,7 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     assert cli(["doctor"]) == 0
     report = capsys.readouterr().out
     assert "CPUExecutionProvider: ok" in report and "libcudnn.so.9" in report and "cache:" in report
-    from onnx_mobilenets.runtime.model_bytes import cpu_has_vnni
+    from onnx_mobilenets.model_bytes import cpu_has_vnni
 
     assert ("int8 weights, fast" if cpu_has_vnni() else "uint8 weights, exact") in report
 

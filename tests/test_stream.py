@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import IMAGES
 from PIL import Image
 
-from conftest import IMAGES
 from onnx_mobilenets import InvalidImageError, OnnxMobileNet
-from onnx_mobilenets import batch as batch_module
 from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.cli import outputs as batch_module
 from onnx_mobilenets.parity import parity_pixels
 
 V1 = "mobilenet_v1_0.25_128"
@@ -99,7 +99,14 @@ def test_fuzzed_images_are_predicted_or_refused_clearly(model, fixtures):
     rng = np.random.default_rng(2026)
     base = np.asarray(Image.open(fixtures / "images" / "cheetah.jpg").convert("RGB").resize((64, 48)))
     originals = {}
-    for fmt, options in {"JPEG": {}, "PNG": {}, "BMP": {}, "GIF": {}, "WEBP": {}, "TIFF": {"compression": "tiff_lzw"}}.items():
+    for fmt, options in {
+        "JPEG": {},
+        "PNG": {},
+        "BMP": {},
+        "GIF": {},
+        "WEBP": {},
+        "TIFF": {"compression": "tiff_lzw"},
+    }.items():
         buffer = io.BytesIO()
         Image.fromarray(base).save(buffer, fmt, **options)
         originals[fmt] = buffer.getvalue()
@@ -280,8 +287,22 @@ def test_ray_is_named_when_it_is_not_installed(v1_path, tmp_path):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     photo = _photos(tmp_path / "p", 1)[0]
-    result = subprocess.run([sys.executable, "-c", code, "predict", str(photo), "--ray", "--output", str(tmp_path / "o"),
-                             "--model", str(v1_path)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "predict",
+            str(photo),
+            "--ray",
+            "--output",
+            str(tmp_path / "o"),
+            "--model",
+            str(v1_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "pip install 'onnx-mobilenets[ray]'" in result.stderr
 
 

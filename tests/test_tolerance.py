@@ -67,9 +67,13 @@ def test_no_correct_conversion_is_refused(capsys):
         results = list(pool.map(convert_one, cases))
 
     refused = [r for r in results if r["refused"]]
-    lines = ["", f"parity headroom over {len(results)} correct random-weight conversions (bound / largest difference):",
-             "| family | alpha | res | seed | gain | max abs logit | max |dlogit| | bound | headroom | max |dlog p| | headroom |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"parity headroom over {len(results)} correct random-weight conversions (bound / largest difference):",
+        "| family | alpha | res | seed | gain | max abs logit | max |dlogit| | bound | headroom | max |dlog p| "
+        "| headroom |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     worst = {"logits": np.inf, "log_probabilities": np.inf}
     for r in results:
         family, alpha, resolution, seed, gain = r["case"]
@@ -84,7 +88,9 @@ def test_no_correct_conversion_is_refused(capsys):
             f"{p['logits']['max_abs_diff']:.1e} | {p['logits']['bound']:.1e} | {p['logits']['headroom']:.0f}x | "
             f"{p['log_probabilities']['max_abs_diff']:.1e} | "
             + (f"{p['log_probabilities']['headroom']:.0f}x |" if p["log_probabilities"]["headroom"] else "identical |"))
-    lines.append(f"smallest headroom: logits {worst['logits']:.1f}x, log-probabilities {worst['log_probabilities']:.1f}x")
+    lines.append(
+        f"smallest headroom: logits {worst['logits']:.1f}x, log-probabilities {worst['log_probabilities']:.1f}x"
+    )
     with capsys.disabled():
         print("\n".join(lines))
     assert not refused, json.dumps(refused, indent=1)

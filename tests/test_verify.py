@@ -9,17 +9,17 @@ import sys
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-
-from conftest import WITHOUT_TENSORFLOW, pretend_cuda_is_installed
 import onnxruntime as ort
 import pytest
+from conftest import WITHOUT_TENSORFLOW, pretend_cuda_is_installed
+from onnx import numpy_helper
 
-from onnx_mobilenets import engines
+from onnx_mobilenets.cli import engines
 from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.cli.verify import verify_artifact
+from onnx_mobilenets.contract import golden_of
 from onnx_mobilenets.download import cache_dir
 from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check, parity_inputs, parity_pixels, tolerance_for
-from onnx_mobilenets.verify import golden_of, verify_artifact
 
 INDEPENDENT = ("OpenVINO-CPU", "OpenCV-DNN")
 
@@ -188,7 +188,9 @@ def test_verify_runs_without_tensorflow(fixture_artifacts, tmp_path):
     assert failing.returncode == 1 and "FAIL" in failing.stdout
 
 
-def test_verify_falls_back_to_golden_when_the_checkpoint_cannot_be_had(fixture_artifacts, tmp_path, monkeypatch, capsys):
+def test_verify_falls_back_to_golden_when_the_checkpoint_cannot_be_had(
+    fixture_artifacts, tmp_path, monkeypatch, capsys
+):
     """An artifact made from the official checkpoint, verified offline with TensorFlow installed: the
     Keras reference cannot be rebuilt, which is said in its row; the runtimes are checked against
     the golden outputs."""

@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 
-from onnx_mobilenets.engines import OnnxRuntime
+from onnx_mobilenets.cli.engines import OnnxRuntime
+from onnx_mobilenets.contract import golden_of
 from onnx_mobilenets.parity import check, parity_inputs, tolerance_for
-from onnx_mobilenets.verify import golden_of
+from onnx_mobilenets.tables import markdown_table
 
 
 def median_latency_ms(session, batch, runs):
@@ -47,7 +48,9 @@ def check_artifact(path, reference: OnnxRuntime, candidate: OnnxRuntime, runs: i
     output = meta["output"]
     ref_out = reference.run(path, inputs, layout)
     cand_out = candidate.run(path, inputs, layout)
-    agreement = check(golden_logits, cand_out, output, tolerance_for(meta["family"], candidate.device), reference=ref_out)
+    agreement = check(
+        golden_logits, cand_out, output, tolerance_for(meta["family"], candidate.device), reference=ref_out
+    )
     row = {
         "model": meta["variant"],
         "reference": reference.name,
@@ -81,14 +84,11 @@ def main(argv=None) -> int:
     rows = [check_artifact(m, reference, candidate, args.runs) for m in args.models]
     header = ("model", "reference", "candidate", "output", "max abs diff", "bound", "headroom", "top-1", "ref ms b1",
               "cand ms b1", "ref ms b32", "cand ms b32", "result")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        headroom = "identical" if r["headroom"] is None else f"{r['headroom']:.0f}x"
-        print(f"| {r['model']} | {r['reference']} | {r['candidate']} | {r['output']} | {r['max_abs_diff']:.2e} | "
-              f"{r['bound']:.2e} | {headroom} | {r['top1_agreement']:.0%} | {r['reference_ms_batch1']:.2f} | "
-              f"{r['candidate_ms_batch1']:.2f} | {r['reference_ms_batch32']:.1f} | {r['candidate_ms_batch32']:.1f} | "
-              f"{'PASS' if r['pass'] else 'FAIL'} |")
+    print(markdown_table(header, [
+        [r["model"], r["reference"], r["candidate"], r["output"], f"{r['max_abs_diff']:.2e}", f"{r['bound']:.2e}",
+         "identical" if r["headroom"] is None else f"{r['headroom']:.0f}x", f"{r['top1_agreement']:.0%}",
+         f"{r['reference_ms_batch1']:.2f}", f"{r['candidate_ms_batch1']:.2f}", f"{r['reference_ms_batch32']:.1f}",
+         f"{r['candidate_ms_batch32']:.1f}", "PASS" if r["pass"] else "FAIL"] for r in rows]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows}, f, indent=1)

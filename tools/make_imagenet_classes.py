@@ -19,7 +19,9 @@ def main(wheel: str) -> None:
     with zipfile.ZipFile(wheel) as z:
         synsets = z.read("timm/data/_info/imagenet_synsets.txt").decode().split()
         lemmas = dict(
-            line.split("\t", 1) for line in z.read("timm/data/_info/imagenet_synset_to_lemma.txt").decode().splitlines() if line
+            line.split("\t", 1)
+            for line in z.read("timm/data/_info/imagenet_synset_to_lemma.txt").decode().splitlines()
+            if line
         )
     if len(synsets) != 1000 or synsets != sorted(synsets):
         raise SystemExit("expected the 1000 ILSVRC-2012 synsets in sorted order")

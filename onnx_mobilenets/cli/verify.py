@@ -1,7 +1,7 @@
 """`onnx-mobilenets verify`: do the engines on this machine compute what the converter computed?
 
 For each artifact, the deterministic golden inputs (`onnx_mobilenets.parity`) are run on every engine
-of `onnx_mobilenets.engines` (onnxruntime CPU, its CUDA and TensorRT providers where they bind,
+of `onnx_mobilenets.cli.engines` (onnxruntime CPU, its CUDA and TensorRT providers where they bind,
 OpenVINO and OpenCV where installed) and compared with a reference: the Keras model rebuilt from the
 artifact's recorded weights when the [convert] extra is installed, else the logits the converter
 stored in the artifact's metadata. The bound is the float32 error bound of `parity.Tolerance` for
@@ -11,20 +11,33 @@ TensorRT's choice of algorithms; each row reports the difference, the bound and 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .engines import OnnxRuntime, engines_here
-from .errors import DownloadError
-from .parity import (QUANT_MAX_STEPS, QUANT_MIN_IDENTICAL, SMALLEST_PROBABILITY, check, check_quantized, parity_inputs,
-                     parity_pixels, tolerance_for)
+from onnx_mobilenets import catalogue, download
+from onnx_mobilenets.contract import golden_of
+from onnx_mobilenets.conversion.native_logs import native_logs_filtered
+from onnx_mobilenets.errors import DownloadError
+from onnx_mobilenets.parity import (
+    QUANT_MAX_STEPS,
+    QUANT_MIN_IDENTICAL,
+    SMALLEST_PROBABILITY,
+    check,
+    check_quantized,
+    tolerance_for,
+)
+from onnx_mobilenets.runtime.artifacts import cached_artifact
+from onnx_mobilenets.tables import markdown_table
+
+from .engines import TF32_OVERRIDE_ENV, OnnxRuntime, engines_here
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +61,6 @@ class VerifyRow:
         return self.status != "fail"
 
 
-def golden_of(metadata: dict):
-    """(inputs NHWC, reference values) recorded in an artifact's metadata: float32 inputs and Keras'
-    logits for float artifacts, uint8 pixels and TFLite's quantized logits for quantized ones."""
-    golden = json.loads(metadata["golden"])
-    prep = json.loads(metadata["preprocessing"])
-    if golden.get("values") not in ("logits", "quantized_logits"):
-        raise ValueError("the artifact's golden record holds no logits: it was made by an older onnx-mobilenets; "
-                         "convert it again")
-    values = np.frombuffer(base64.b64decode(golden["values_base64"]), dtype=golden["dtype"]).reshape(golden["shape"])
-    if golden["values"] == "quantized_logits":
-        return parity_pixels(int(metadata["resolution"]), count=golden["count"], seed=golden["seed"]), values.astype(int)
-    inputs = parity_inputs(int(metadata["resolution"]), count=golden["count"], seed=golden["seed"],
-                           scale=prep["scale"], offset=prep["offset"])
-    return inputs, values.astype(np.float32)
-
-
 def quantized_logits(outputs: np.ndarray, output: str, quantization: dict, reference: np.ndarray) -> np.ndarray:
     """A quantized artifact's outputs as integer quantized logits. Logits: (z / scale + zero point).
     Probabilities fix the logits only up to a constant per sample (log p = z - logsumexp z); that
@@ -78,9 +75,7 @@ def quantized_logits(outputs: np.ndarray, output: str, quantization: dict, refer
 
 def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
     """Logits of the artifact's network rebuilt in Keras from its recorded weights, on `inputs`."""
-    from .conversion import build_variant
-    from .conversion.export import _logits_model
-    from .conversion.weights import randomize_weights
+    from onnx_mobilenets.conversion import build_variant, logits_model, randomize_weights
 
     weights = json.loads(metadata["weights"])
     name = metadata["variant"]
@@ -93,7 +88,7 @@ def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
         if "://" not in source and not Path(source).exists():
             raise FileNotFoundError(f"the checkpoint {source} recorded in the artifact is not on this machine")
         model = build_variant(name, weights=checkpoint, weights_source=weights.get("weights_source", "ema"))
-    return np.asarray(_logits_model(model)(inputs, training=False), np.float32)
+    return np.asarray(logits_model(model)(inputs, training=False), np.float32)
 
 
 def _row(name, runtime, version, reference, output, agreement, note="") -> VerifyRow:
@@ -134,7 +129,9 @@ def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
     for engine in engines:
         reason = engine.unavailable()
         if reason:
-            rows.append(VerifyRow(name, engine.name, "", reference_name, output, None, None, None, None, "skipped", reason))
+            rows.append(
+                VerifyRow(name, engine.name, "", reference_name, output, None, None, None, None, "skipped", reason)
+            )
             continue
         try:
             outputs = engine.run(path, inputs, layout)
@@ -158,8 +155,11 @@ def _verify_quantized(path, name, output, quantization, pixels, golden, engines)
             reason = ("not held to quantized parity, which is TFLite's XNNPACK arithmetic step for step: "
                       "onnxruntime's CPU QDQ kernels follow it, other engines and devices round their own way")
         if reason:
-            rows.append(VerifyRow(name, engine.name, "", "golden", "quantized logits", None, None, None, None, "skipped",
-                                  reason))
+            rows.append(
+                VerifyRow(
+                    name, engine.name, "", "golden", "quantized logits", None, None, None, None, "skipped", reason
+                )
+            )
             continue
         try:
             ours = quantized_logits(engine.run(path, pixels, "NHWC"), output, quantization, golden)
@@ -181,17 +181,74 @@ def rows_as_json(rows) -> str:
 
 
 def format_table(rows) -> str:
-    lines = ["| artifact | runtime | version | reference | output | max abs diff | bound | headroom | top-1 | result |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}"
-        bound = "-" if r.bound is None else f"{r.bound:.2e}"
-        if r.headroom is not None:
-            headroom = f"{r.headroom:.0f}x"
-        else:
-            headroom = "identical" if r.max_abs_diff == 0 else "-"
-        top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.0%}"
-        result = r.status.upper() + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {r.artifact} | {r.runtime} | {r.version or '-'} | {r.reference} | {r.output} | {diff} | "
-                     f"{bound} | {headroom} | {top1} | {result} |")
-    return "\n".join(lines)
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    return markdown_table(
+        [
+            "artifact",
+            "runtime",
+            "version",
+            "reference",
+            "output",
+            "max abs diff",
+            "bound",
+            "headroom",
+            "top-1",
+            "result",
+        ],
+        [
+            [
+                r.artifact,
+                r.runtime,
+                r.version or "-",
+                r.reference,
+                r.output,
+                cell(r.max_abs_diff, ".2e"),
+                cell(r.bound, ".2e"),
+                f"{r.headroom:.0f}x" if r.headroom is not None else ("identical" if r.max_abs_diff == 0 else "-"),
+                cell(r.top1_agreement, ".0%"),
+                r.status.upper() + (f" ({r.note})" if r.note else ""),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def run(args) -> int:
+    # Before anything loads CUDA: TensorRT then computes in float32, which is what verify checks
+    # (onnxruntime has no per-session TF32 switch for TensorRT; see onnx_mobilenets.cli.engines).
+    os.environ.setdefault(TF32_OVERRIDE_ENV, "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    targets = _targets(args)
+    rows = []
+    with native_logs_filtered():  # the Keras reference imports TensorFlow
+        for path in targets:
+            if not path.is_file():
+                raise FileNotFoundError(f"artifact {path} does not exist")
+            rows.extend(verify_artifact(path, use_keras=not args.no_keras))
+    print(rows_as_json(rows) if args.json else format_table(rows))
+    failed = [r for r in rows if not r.passed]
+    if failed and not args.json:
+        print(f"\n{len(failed)} of {len(rows)} comparisons FAILED", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _targets(args) -> list:
+    """The artifacts named (cached catalogue names or paths), or with --all every cached one."""
+    if args.all:
+        targets = sorted(download.artifacts_dir().glob("*.onnx"))
+        targets += [Path(t) for t in args.targets if not catalogue.names_a_variant(t)]
+        if not targets:
+            raise FileNotFoundError(f"no artifacts in the cache ({download.artifacts_dir()}) to verify")
+        return targets
+    if not args.targets:
+        raise ValueError("name artifacts (catalogue names or .onnx paths), or pass --all for the whole cache")
+    return [_cached(t) if catalogue.names_a_variant(t) else Path(t) for t in args.targets]
+
+
+def _cached(name: str) -> Path:
+    path = cached_artifact(catalogue.get_variant(name).name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is not in the cache ({path}); convert it or pass a path")
+    return path

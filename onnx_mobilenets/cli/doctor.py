@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 
 from onnx_mobilenets import download
-
-from .model_bytes import cpu_has_vnni
-from .providers import conflicting_wheels_warning, installed_onnxruntime_wheels
+from onnx_mobilenets.model_bytes import cpu_has_vnni
+from onnx_mobilenets.runtime.providers import conflicting_wheels_warning, installed_onnxruntime_wheels
+from onnx_mobilenets.sessions import new_session
 
 # Libraries the CUDA provider of onnxruntime-gpu 1.19+ (CUDA 12, cuDNN 9) loads.
 CUDA_LIBRARIES = ("libcuda.so.1", "libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12", "libcufft.so.11",
@@ -31,9 +31,7 @@ def bindable_providers() -> dict:
         if provider in _SKIP:
             continue
         try:
-            options = ort.SessionOptions()
-            options.log_severity_level = 4
-            session = ort.InferenceSession(data, options, providers=[provider])
+            session = new_session(data, [provider])
             bound = session.get_providers()[0]
             session.run(None, {"x": np.ones((1, 4), np.float32)})
             results[provider] = "ok" if bound == provider else f"did not bind (fell back to {bound})"
@@ -88,3 +86,8 @@ def report() -> str:
         if len(files) > 50:
             lines.append(f"  ... and {len(files) - 50} more")
     return "\n".join(lines)
+
+
+def run(args) -> int:
+    print(report())
+    return 0

@@ -1,5 +1,6 @@
 """`onnx-mobilenets evaluate`: top-1 and top-5 accuracy on a labelled image folder, to check an
-artifact against the catalogue's published accuracy (ImageNet's 50,000 validation images).
+artifact against the catalogue's published accuracy (ImageNet's 50,000 validation images, with
+TF-slim's evaluation preprocessing: ``--preprocessing slim``).
 
 Labels come from the layout most people keep, one folder per synset
 (``n01440764/ILSVRC2012_val_00000293.JPEG``), or from a CSV file of ``file,label`` rows where the
@@ -9,11 +10,58 @@ label is a WordNet id (``n01440764``) or a class index 0..999 and the file is re
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 from typing import Optional
 
-from .batch import _folder_images, result_row
+from onnx_mobilenets import catalogue
+from onnx_mobilenets.progress import progress_bar
+
+from . import outputs
+from .predict import model_of
+
+
+def run(args) -> int:
+    model = model_of(args)
+    items = labelled_images(args.folder, model.labels, args.labels)
+    writer = outputs.RowWriter(args.output, outputs.output_format(args.output, None)) if args.output else None
+    bar = progress_bar(len(items), model.variant, show=None if not args.quiet else False)
+    try:
+        report = evaluate(model, items, workers=args.workers, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    rows = report.pop("rows")
+    if writer is not None:
+        writer.write([{k: r[k] for k in outputs.COLUMNS} for r in rows])
+        writer.close()
+    variant = _catalogue_variant(report["model"])
+    report["published_top1"] = variant.top1 if variant else None
+    report["published_top5"] = variant.top5 if variant else None
+    report["preprocessing"] = model.preprocessing
+    print(json.dumps(report, indent=1) if args.json else _summary(report, variant))
+    return 1 if report["errors"] else 0
+
+
+def _summary(report: dict, variant) -> str:
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.2f} %"
+
+    lines = [f"{report['model']}: top-1 {percent(report['top1'])}, top-5 {percent(report['top5'])} on "
+             f"{report['classified']} images ({report['errors']} could not be read), "
+             f"{report['images_per_s']:.1f} images/s, {report['preprocessing']} preprocessing"]
+    if variant and variant.top1 is not None:
+        lines.append(f"published for {variant.name}: top-1 {variant.top1:.1f} %, top-5 {variant.top5:.1f} % "
+                     "(on ImageNet's 50,000 validation images, TF-slim's preprocessing: --preprocessing slim)")
+    return "\n".join(lines)
+
+
+def _catalogue_variant(name):
+    try:
+        return catalogue.get_variant(name)
+    except ValueError:
+        return None
 
 
 def labelled_images(folder, classes, labels_csv: Optional[str] = None) -> list:
@@ -30,7 +78,7 @@ def labelled_images(folder, classes, labels_csv: Optional[str] = None) -> list:
         if sub.name not in index_of:
             unknown.append(sub.name)
             continue
-        items += [(str(path), index_of[sub.name]) for path in _folder_images(sub, recursive=True)]
+        items += [(str(path), index_of[sub.name]) for path in outputs.folder_images(sub, recursive=True)]
     if unknown:
         raise ValueError(f"{folder}: subfolders {', '.join(unknown[:5])}{'...' if len(unknown) > 5 else ''} are not "
                          "ImageNet synsets (n01440764, ...); name class folders by synset or pass --labels FILE.csv")
@@ -55,7 +103,9 @@ def _from_csv(folder: Path, path: Path, index_of: dict, count: int) -> list:
             elif label.isdigit() and int(label) < count:
                 index = int(label)
             else:
-                raise ValueError(f"{path} line {number}: label {label!r} is neither a synset nor a class index 0..{count - 1}")
+                raise ValueError(
+                    f"{path} line {number}: label {label!r} is neither a synset nor a class index 0..{count - 1}"
+                )
             image = Path(name) if Path(name).is_absolute() else folder / name
             items.append((str(image), index))
     if not items:
@@ -71,7 +121,7 @@ def evaluate(model, items, *, workers: Optional[int] = None, progress=None) -> d
     top1 = top5 = errors = 0
     rows = []
     for result in model.predict_stream([path for path, _ in items], top=5, workers=workers):
-        row = result_row(result)
+        row = result.as_row()
         row["true_class_index"] = truth[str(result.source)]
         rows.append(row)
         if result.error:

@@ -1,5 +1,5 @@
-"""Classifying many images from the command line: sources, result rows written as they come
-(CSV, JSON Lines, Parquet), and resuming a run that was stopped.
+"""Classifying many images from the command line: sources, result rows (`StreamResult.as_row`)
+written as they come (CSV, JSON Lines, Parquet), and resuming a run that was stopped.
 
 Rows: ``path``, ``class_indices``, ``synsets``, ``labels``, ``probabilities`` (the top k of each) and
 ``error`` (empty, or why that image could not be classified). CSV and JSON Lines are appended to
@@ -18,9 +18,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
+from onnx_mobilenets.runtime.stream import COLUMNS
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FORMATS = ("csv", "jsonl", "parquet")
-COLUMNS = ("path", "class_indices", "synsets", "labels", "probabilities", "error")
 LIST_SEPARATOR = "|"  # between the top-k values inside one CSV cell
 JOURNAL_SUFFIX = ".partial.jsonl"
 PARQUET_INSTALL = "pip install 'onnx-mobilenets[parquet]'"
@@ -49,7 +50,7 @@ def expand_sources(arguments: Iterable[str], recursive: bool = False) -> list:
             return
         path = Path(argument)
         if path.is_dir():
-            images = [str(p) for p in _folder_images(path, recursive)]
+            images = [str(p) for p in folder_images(path, recursive)]
             if not images:
                 raise ValueError(f"folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}"
                                  f"{'' if recursive else '; --recursive looks in subfolders'})")
@@ -65,7 +66,8 @@ def expand_sources(arguments: Iterable[str], recursive: bool = False) -> list:
     return found
 
 
-def _folder_images(folder: Path, recursive: bool):
+def folder_images(folder: Path, recursive: bool):
+    """The image files of `folder` (by extension), sorted; in its subfolders too when `recursive`."""
     if not recursive:
         return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     found = []
@@ -83,16 +85,10 @@ def output_format(path, chosen: Optional[str]) -> str:
     suffix = Path(path).suffix.lower()
     by_suffix = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
     if suffix not in by_suffix:
-        raise ValueError(f"cannot tell the output format from {path}: name it .csv, .jsonl or .parquet, or pass --format")
+        raise ValueError(
+            f"cannot tell the output format from {path}: name it .csv, .jsonl or .parquet, or pass --format"
+        )
     return by_suffix[suffix]
-
-
-def result_row(result) -> dict:
-    """A `StreamResult` as an output row."""
-    predictions = result.predictions or []
-    return {"path": str(result.source), "class_indices": [p.class_index for p in predictions],
-            "synsets": [p.synset for p in predictions], "labels": [p.label for p in predictions],
-            "probabilities": [round(p.probability, 6) for p in predictions], "error": result.error or ""}
 
 
 # --- reading what a file already holds (--resume) ------------------------------------------------

@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import onnxruntime as ort
+
+from onnx_mobilenets.errors import ProviderError
+from onnx_mobilenets.model_bytes import runtime_form
+from onnx_mobilenets.runtime.providers import CPU, CUDA, create_session, cuda_options
 
 VERIFY_EXTRA = "pip install 'onnx-mobilenets[verify]'"
 TF32_OVERRIDE_ENV = "NVIDIA_TF32_OVERRIDE"
@@ -51,26 +56,25 @@ def _feed(inputs: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if layout == "NCHW" else inputs)
 
 
+# onnxruntime's execution providers `verify` knows, and what rows call them.
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+LABELS = {"cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}
+
+
 class OnnxRuntime(Engine):
     """onnxruntime on one provider, checked to really run there (never a silent CPU fallback)."""
 
-    _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                  "tensorrt": "TensorrtExecutionProvider"}
-    _LABELS = {"cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}
-
     def __init__(self, provider: str = "cpu"):
-        if provider not in self._PROVIDERS:
-            raise ValueError(f"provider must be one of {sorted(self._PROVIDERS)}, got {provider!r}")
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {sorted(PROVIDERS)}, got {provider!r}")
         self.provider = provider
-        self.name = f"onnxruntime-{self._LABELS[provider]}"
+        self.name = f"onnxruntime-{LABELS[provider]}"
         self.device = "cpu" if provider == "cpu" else "gpu"
         self.note = {"cuda": "TF32 off", "tensorrt": "TF32 off (NVIDIA_TF32_OVERRIDE=0)"}.get(provider, "")
         self._last = None  # (path, session)
 
     def unavailable(self) -> Optional[str]:
-        import onnxruntime as ort
-
-        wanted = self._PROVIDERS[self.provider]
+        wanted = PROVIDERS[self.provider]
         if wanted not in ort.get_available_providers():
             return f"this onnxruntime offers no {wanted}"
         if self.provider == "tensorrt" and os.environ.get(TF32_OVERRIDE_ENV) != "0":
@@ -79,31 +83,22 @@ class OnnxRuntime(Engine):
         return None
 
     def version(self) -> str:
-        import onnxruntime as ort
-
         return ort.__version__
 
     def session(self, path: Path):
         """A session on `path` (the last one is kept, so reading metadata and running share it)."""
         if self._last is not None and self._last[0] == Path(path):
             return self._last[1]
-        import onnxruntime as ort
-
-        from .errors import ProviderError
-        from .runtime.model_bytes import runtime_form
-        from .runtime.providers import CPU, CUDA, create_session, cuda_options
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         data = runtime_form(Path(path).read_bytes())  # as OnnxMobileNet runs it
         if self.provider != "tensorrt":
-            session = create_session(data, self.provider, session_options=options)
+            session = create_session(data, self.provider)
         else:
-            trt = self._PROVIDERS["tensorrt"]
-            session = create_session(data, [(trt, {"device_id": 0}), (CUDA, cuda_options(0)), CPU],
-                                     session_options=options)
+            trt = PROVIDERS["tensorrt"]
+            session = create_session(data, [(trt, {"device_id": 0}), (CUDA, cuda_options(0)), CPU])
             if session.get_providers()[0] != trt:
-                raise ProviderError(f"the TensorRT provider did not bind (session providers: {session.get_providers()})")
+                raise ProviderError(
+                    f"the TensorRT provider did not bind (session providers: {session.get_providers()})"
+                )
         self._last = (Path(path), session)
         return session
 
@@ -151,9 +146,7 @@ class OpenCv(_PythonPackage):
 def engines_here() -> list:
     """Every engine `verify` reports on: onnxruntime CPU always, its GPU providers where onnxruntime
     offers them, and the independent runtimes (a row says why when one cannot run)."""
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     engines = [OnnxRuntime("cpu")]
-    engines += [OnnxRuntime(p) for p in ("cuda", "tensorrt") if OnnxRuntime._PROVIDERS[p] in available]
+    engines += [OnnxRuntime(p) for p in ("cuda", "tensorrt") if PROVIDERS[p] in available]
     return engines + [OpenVino(), OpenCv()]

@@ -1,0 +1,146 @@
+"""The architecture holds: imports run only downward (the core <- the TensorFlow side and the
+onnxruntime side, never each other <- the applications), no private name is used outside its
+module, the developer tools use only public API, and no function grows past 60 lines."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Source folder -> installed package (setup.cfg's package_dir).
+PACKAGES = {"onnx_mobilenets": "onnx_mobilenets", "conversion": "onnx_mobilenets.conversion",
+            "runtime": "onnx_mobilenets.runtime"}
+FLOORS = {"core": 0, "conversion": 1, "runtime": 1, "cli": 2}
+MAX_FUNCTION_LINES = 60
+LONG_BY_NATURE = {"onnx_mobilenets.cli.parser.build_parser"}  # one add_argument per line
+# The package's __init__ is the public face over all floors: it re-exports OnnxMobileNet (loaded lazily).
+PUBLIC_FACE = "onnx_mobilenets"
+
+
+def floor_of(module: str) -> str:
+    """Which floor an onnx_mobilenets module stands on."""
+    parts = module.split(".")
+    if parts[0] != "onnx_mobilenets":
+        return ""
+    if len(parts) > 1 and parts[1] in ("conversion", "runtime", "cli"):
+        return parts[1]
+    return "core"
+
+
+def source_files(root: Path = REPO):
+    """(installed module name, path) of every Python file of the package."""
+    for folder, package in PACKAGES.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            relative = path.relative_to(root / folder).with_suffix("")
+            parts = [p for p in relative.parts if p != "__init__"]
+            yield ".".join([package, *parts]), path
+
+
+def imports_of(module: str, path: Path):
+    """(imported module, line, imported names) for every import in the file, functions included."""
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno, ()
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            names = tuple(a.name for a in node.names)
+            yield target, node.lineno, names
+            for name in names:  # `from . import runtime` imports a module
+                yield f"{target}.{name}", node.lineno, ()
+
+
+def wrong_way_arrows(root: Path = REPO) -> list:
+    """One line per import statement that runs upward or sideways, naming it."""
+    found, seen = [], set()
+    for module, path in source_files(root):
+        if module == PUBLIC_FACE:
+            continue
+        mine = floor_of(module)
+        for target, line, _ in imports_of(module, path):
+            theirs = floor_of(target)
+            if not theirs or theirs == mine or (path, line) in seen:
+                continue
+            upward = FLOORS[theirs] > FLOORS[mine]
+            sideways = FLOORS[theirs] == FLOORS[mine]
+            if upward or sideways:
+                kind = "upward" if upward else "sideways"
+                seen.add((path, line))
+                found.append(f"{path.relative_to(root)}:{line}: {module} ({mine}) imports {target} ({theirs}): {kind}")
+    return found
+
+
+def private_names_used_elsewhere(root: Path = REPO) -> list:
+    found = []
+    for module, path in source_files(root):
+        for target, line, names in imports_of(module, path):
+            if floor_of(target) and any(n.startswith("_") and not n.startswith("__") for n in names):
+                found.append(f"{path.relative_to(root)}:{line}: imports private {names} from {target}")
+    return found
+
+
+def test_imports_run_only_downward():
+    assert wrong_way_arrows() == []
+
+
+def test_the_check_names_an_upward_import(tmp_path):
+    """The layering check on a copy of the tree with one planted upward and one sideways import."""
+    for folder in PACKAGES:
+        for path in (REPO / folder).rglob("*.py"):
+            copy = tmp_path / folder / path.relative_to(REPO / folder)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+    (tmp_path / "onnx_mobilenets" / "planted.py").write_text(
+        "def f():\n    from .runtime import OnnxMobileNet\n    return OnnxMobileNet\n")
+    (tmp_path / "conversion" / "planted.py").write_text("from onnx_mobilenets.runtime.model import OnnxMobileNet\n")
+    found = wrong_way_arrows(tmp_path)
+    assert any("onnx_mobilenets/planted.py:2" in f and "upward" in f for f in found), found
+    assert any("conversion/planted.py:1" in f and "sideways" in f for f in found), found
+    assert len(found) == 2, found
+
+
+def test_no_private_name_crosses_a_module():
+    assert private_names_used_elsewhere() == []
+
+
+def test_tools_use_public_api_only():
+    """The developer tools import only what the package's public modules export (no private names)."""
+    found = []
+    for path in sorted((REPO / "tools").rglob("*.py")):
+        for target, line, names in imports_of("tools", path):
+            if target and target.startswith("onnx_mobilenets") and any(n.startswith("_") for n in names):
+                found.append(f"{path.relative_to(REPO)}:{line}: {target} {names}")
+    assert found == []
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = []
+    for module, path in source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES and f"{module}.{node.name}" not in LONG_BY_NATURE:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines")
+    assert long == []
+
+
+@pytest.mark.parametrize(
+    "module, floor",
+    [
+        ("onnx_mobilenets.catalogue", "core"),
+        ("onnx_mobilenets", "core"),
+        ("onnx_mobilenets.conversion.export", "conversion"),
+        ("onnx_mobilenets.runtime", "runtime"),
+        ("onnx_mobilenets.cli.verify", "cli"),
+        ("numpy", ""),
+    ],
+)
+def test_floors(module, floor):
+    assert floor_of(module) == floor

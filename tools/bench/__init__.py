@@ -1,0 +1,1 @@
+"""The benchmark behind tools/benchmark.py: measurement, contenders, report."""

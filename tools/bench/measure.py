@@ -1,0 +1,98 @@
+"""The benchmark's measurement: alternating contenders round by round, paired ratios, summaries,
+the machine's float32 matmul rate and description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from onnx_mobilenets.model_bytes import cpu_has_vnni
+
+
+def _time_calls(fn, seconds):
+    """Per-call times (s) of `fn` over about `seconds`, after two untimed calls: the previous
+    contender's thread pool may still be spinning, and caches hold its data, not this one's."""
+    fn()
+    fn()
+    times = []
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        fn()
+        end = time.perf_counter()
+        times.append(end - start)
+        if end >= deadline and len(times) >= 3:
+            return times
+
+
+SETTLE_SECONDS = 0.2  # TensorFlow's and onnxruntime's idle worker threads keep spinning for a while
+
+
+def measure_alternating(groups, rounds: int, round_seconds: float) -> dict:
+    """{name: [[per-call seconds of round 0], [round 1], ...]} for contenders given as groups of dicts.
+
+    Every round runs every group, and within a group every contender, in a new (seeded) random
+    order, pausing between contenders so the previous one's spinning thread pools are idle. The
+    contenders that are compared with each other sit in one group, so each round measures them
+    seconds apart: their per-round ratio cancels the slow drift of a shared, noisy machine.
+    """
+    order = random.Random(0)
+    contenders = {name: fn for group in groups for name, fn in group.items()}
+    for fn in contenders.values():
+        for _ in range(3):
+            fn()
+    samples = {name: [] for name in contenders}
+    groups = [list(group) for group in groups]
+    for _ in range(rounds):
+        order.shuffle(groups)
+        for names in groups:
+            order.shuffle(names)
+            for name in names:
+                time.sleep(SETTLE_SECONDS)
+                samples[name].append(_time_calls(contenders[name], round_seconds))
+    return samples
+
+
+def paired_ratio(samples: dict, numerator: str, denominator: str) -> float:
+    """Median over rounds of the ratio of the two contenders' medians within the round."""
+    return float(np.median([np.median(a) / np.median(b) for a, b in zip(samples[numerator], samples[denominator])]))
+
+
+def summarize(rounds) -> dict:
+    t = np.concatenate([np.asarray(r) for r in rounds]) * 1000
+    return {"median_ms": float(np.median(t)), "p10_ms": float(np.percentile(t, 10)),
+            "p90_ms": float(np.percentile(t, 90)), "calls": int(len(t))}
+
+
+def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
+    """Measured float32 matrix-multiply rate on these cores (NumPy's BLAS), in GFLOP/s."""
+    n = 1024
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    rounds = measure_alternating([{"matmul": lambda: a @ b}], rounds=3, round_seconds=seconds / 3)["matmul"]
+    return 2 * n ** 3 / float(np.median(np.concatenate(rounds))) / 1e9
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    import tensorflow as tf
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__, "platform": platform.platform(),
+            "vnni": cpu_has_vnni()}
+
+
+# --- contenders -----------------------------------------------------------------------------------
