@@ -14,6 +14,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m onnx_mobilenets.conversion", description=__doc__)
     parser.add_argument("name", help="catalogue name or alias")
     parser.add_argument("--output", required=True, help="the folder to write NAME.onnx and manifest.json into")
+    parser.add_argument("--image-input", action="store_true", help="the preprocessing inside the model")
+    parser.add_argument("--preprocessing", default="default", choices=("default", "slim"))
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not for users
     from onnx_mobilenets.errors import OnnxMobileNetsError
@@ -24,7 +26,8 @@ def main(argv=None) -> int:
         from .convert import convert_variant
 
         try:
-            report = convert_variant(args.name, args.output)
+            report = convert_variant(args.name, args.output, image_input=args.image_input,
+                                     preprocessing=args.preprocessing)
         except (ValueError, FileNotFoundError, OnnxMobileNetsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

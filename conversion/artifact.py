@@ -28,6 +28,8 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13
 INPUT_NAME = "images"
 BATCH_DIM = "batch"
+IMAGE_INPUT = "image"  # of image-in artifacts
+PREPROCESSING_SCOPE = "preprocessing/"  # the names of an image-in artifact's preprocessing nodes
 
 
 @dataclass
@@ -69,8 +71,9 @@ def node_census(proto) -> dict:
     return dict(sorted(collections.Counter(n.op_type for n in proto.graph.node).items()))
 
 
-def check_structure(proto, opset: int) -> None:
-    """Gates: checker, strict shape inference, opset."""
+def check_structure(proto, opset: int, image_input: bool = False) -> None:
+    """Gates: checker, strict shape inference, opset. In an image-in model the image's height and
+    width, and so the preprocessing's intermediate shapes, are free; the network's are not."""
     import onnx
 
     try:
@@ -91,8 +94,12 @@ def check_structure(proto, opset: int) -> None:
     for value in values:
         if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
             raise ConversionError("shapes", f"{value.name!r} has no known shape")
+        if image_input and (value.name == IMAGE_INPUT or value.name.startswith(PREPROCESSING_SCOPE)):
+            continue
         for i, dim in enumerate(value.type.tensor_type.shape.dim):
-            if not dim.HasField("dim_value") and not (i == 0 and dim.dim_param == BATCH_DIM):
+            # (an image-in model's batch reaches the network through the preprocessing's shapes,
+            # where shape inference gives it a name of its own)
+            if not dim.HasField("dim_value") and not (i == 0 and (dim.dim_param == BATCH_DIM or image_input)):
                 raise ConversionError("shapes", f"{value.name!r} dimension {i} is unknown ({dim.dim_param or '?'})")
     _check_opset_imports(proto, opset)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from onnx_mobilenets import __version__, catalogue, contract, download, preprocessing
+from onnx_mobilenets import __version__, catalogue, contract, download
+from onnx_mobilenets import preprocessing as preprocessing_module
 from onnx_mobilenets.errors import OnnxMobileNetsError
 from onnx_mobilenets.model_bytes import read_metadata
 
 from .artifact import DEFAULT_OPSET, ExportReport, manifest_entry
 from .export import export_onnx
+from .quantized import export_quantized
 
 
 def convert_variant(
@@ -33,9 +35,14 @@ def convert_variant(
     logits: bool = False,
     nchw: bool = False,
     images=None,
+    preprocessing: str = preprocessing_module.DEFAULT,
+    image_input: bool = False,
 ) -> ExportReport:
     """Convert catalogue variant `name` into ``output_dir/NAME.onnx`` and record it in the manifest
     (``download.artifacts_dir()`` is the runtime's cache, where `OnnxMobileNet(name)` looks first).
+    With `image_input` the preprocessing (`preprocessing`, "default" or "slim") is inside the model,
+    whose input is the decoded image, and the file is ``NAME-image.onnx`` (``NAME-image-slim.onnx``;
+    a tensor artifact recording "slim" is ``NAME-slim.onnx``).
 
     Weights: the official checkpoint or `.tflite` tarball (downloaded, verified, cached),
     `checkpoint` (a local tarball, folder or prefix), or for float variants, with `random_weights`,
@@ -46,14 +53,20 @@ def convert_variant(
     if random_weights and checkpoint is not None:
         raise ValueError("choose either a checkpoint or random weights, not both")
     output_dir = Path(output_dir)
-    path = output_dir / f"{variant.name}.onnx"
+    artifact = contract.artifact_name(variant.name, image_input, preprocessing)
+    path = output_dir / f"{artifact}.onnx"
+    inputs = dict(preprocessing=preprocessing, image_input=image_input)
     if variant.quantized:
-        report = _quantized(variant, path, checkpoint, random_weights, weights_source, nchw, opset, logits, images)
+        if random_weights or nchw or weights_source != "ema":
+            raise ValueError(f"{variant.name}: quantized models are converted from Google's .tflite as they are; "
+                             "random weights, NCHW and the weights source apply to float checkpoints only")
+        tarball, source = _release_tarball(variant, checkpoint)
+        report = export_quantized(variant, tarball, source, path, opset, logits=logits, images=images, **inputs)
     else:
         model, provenance = _keras_model(variant, checkpoint, random_weights, seed, weights_source)
         report = export_onnx(model, path, opset, logits=logits, nchw=nchw, images=images, variant=variant,
-                             weights=provenance)
-    contract.record_in_manifest(output_dir, variant.name, manifest_entry(report))
+                             weights=provenance, **inputs)
+    contract.record_in_manifest(output_dir, artifact, manifest_entry(report))
     if output_dir.resolve() == download.artifacts_dir().resolve():
         download.record_sha256(path, report.sha256)  # the cache checks it on every load
     return report
@@ -80,45 +93,40 @@ def _keras_model(variant, checkpoint, random_weights: bool, seed: int, weights_s
     }
 
 
-def _quantized(variant, path: Path, checkpoint, random_weights, weights_source, nchw, opset, logits, images):
-    from .quantized import export_quantized
-
-    if random_weights or nchw or weights_source != "ema":
-        raise ValueError(f"{variant.name}: quantized models are converted from Google's .tflite as they are; "
-                         "random weights, NCHW and the weights source apply to float checkpoints only")
+def _release_tarball(variant, checkpoint) -> tuple:
+    """(the tarball holding a quantized variant's .tflite, where it came from)."""
     if checkpoint is None:
         tarball = download.fetch(variant.checkpoint_url, variant.checkpoint_sha256, subdir="checkpoints")
-        source = variant.checkpoint_url
-    else:
-        tarball = Path(checkpoint)
-        source = str(tarball.resolve())
-    return export_quantized(variant, tarball, source, path, opset, logits=logits, images=images)
+        return tarball, variant.checkpoint_url
+    return Path(checkpoint), str(Path(checkpoint).resolve())
 
 
 def is_up_to_date(name: str, output_dir, *, checkpoint=None, random_weights: bool = False, seed: int = 0,
-                  opset: int = DEFAULT_OPSET, weights_source: str = "ema", logits: bool = False,
-                  nchw: bool = False) -> bool:
-    """Whether ``output_dir/NAME.onnx`` is what `convert_variant` would write with these arguments:
-    the file matches its manifest's SHA-256, and its metadata records the same source (the tarball's
-    SHA-256, or the same random seed), the same options (opset, layout, output, preprocessing,
-    weights source) and this version of onnx-mobilenets. The official tarball is fetched (from the
-    cache when it is there) to know its SHA-256."""
+                  opset: int = DEFAULT_OPSET, weights_source: str = "ema", logits: bool = False, nchw: bool = False,
+                  preprocessing: str = preprocessing_module.DEFAULT, image_input: bool = False) -> bool:
+    """Whether the artifact `convert_variant` would write with these arguments is in `output_dir`
+    already: the file matches its manifest's SHA-256, and its metadata records the same source (the
+    tarball's SHA-256, or the same random seed), the same options (opset, layout, output,
+    preprocessing, image input, weights source) and this version of onnx-mobilenets. The official
+    tarball is fetched (from the cache when it is there) to know its SHA-256."""
     variant = catalogue.get_variant(name)
     output_dir = Path(output_dir)
-    path, manifest = output_dir / f"{variant.name}.onnx", output_dir / contract.MANIFEST
+    artifact = contract.artifact_name(variant.name, image_input, preprocessing)
+    path, manifest = output_dir / f"{artifact}.onnx", output_dir / contract.MANIFEST
     if not path.is_file() or not manifest.is_file():
         return False
-    entry = contract.parse_manifest(manifest.read_bytes(), manifest).get(variant.name)
+    entry = contract.parse_manifest(manifest.read_bytes(), manifest).get(artifact)
     if not isinstance(entry, dict) or entry.get("sha256") != download.sha256_of(path):
         return False
     metadata = read_metadata(path.read_bytes())
     try:
         recorded = contract.Preprocessing.from_json(metadata["preprocessing"])
         weights, versions = json.loads(metadata["weights"]), json.loads(metadata["versions"])
-        options = (metadata["opset"], metadata["output"], recorded.layout, recorded.name)
+        options = (metadata["opset"], metadata["output"], recorded.layout, recorded.name, recorded.image_input)
     except (KeyError, ValueError, OnnxMobileNetsError):
         return False
-    wanted = (str(opset), "logits" if logits else "probabilities", "NCHW" if nchw else "NHWC", preprocessing.DEFAULT)
+    wanted = (str(opset), "logits" if logits else "probabilities", "NCHW" if nchw else "NHWC", preprocessing,
+              image_input)
     if options != wanted or versions.get("onnx_mobilenets") != __version__:
         return False
     if random_weights:

@@ -18,8 +18,10 @@ from typing import Optional
 import numpy as np
 
 from onnx_mobilenets import catalogue, contract
+from onnx_mobilenets.contract import DEFAULT_PREPROCESSING
 from onnx_mobilenets.errors import ConversionError
-from onnx_mobilenets.parity import GOLDEN_COUNT, check, parity_inputs, softmax, tolerance_for
+from onnx_mobilenets.parity import GOLDEN_COUNT, check, parity_images, parity_inputs, softmax, tolerance_for
+from onnx_mobilenets.preprocessing import DEFAULT, check_name, network_input
 
 from .artifact import (
     DEFAULT_OPSET,
@@ -36,6 +38,7 @@ from .artifact import (
 from .graph import name_inputs, replace_uses
 from .graph import simplify as simplify_graph
 from .layers import layer_name
+from .preprocessing_graph import PREPROCESSING_OPS, with_preprocessing
 
 __all__ = ["export_onnx", "logits_model", "DEFAULT_OPSET", "ExportReport"]
 
@@ -55,13 +58,17 @@ def export_onnx(
     images: Optional[np.ndarray] = None,
     variant: Optional[catalogue.Variant] = None,
     weights: Optional[dict] = None,
+    preprocessing: str = DEFAULT,
+    image_input: bool = False,
 ) -> ExportReport:
     """Export a classifier built by `MobileNet`/`MobileNetV2` to `path`, validated.
 
     The input is ``images``, float32 ``[batch, R, R, 3]`` (``[batch, 3, R, R]`` with `nchw`); the
     output is ``probabilities`` ``[batch, classes]``, or ``logits`` with `logits`. `images`: extra
     real, preprocessed NHWC images for the parity gate. `variant` and `weights` (provenance: source,
-    sha256, weights_source, or random) go into the metadata.
+    sha256, weights_source, or random) go into the metadata. `preprocessing` ("default" or "slim")
+    is the one the artifact records; with `image_input` it is inside the model, whose input is then
+    the decoded image (``image``, uint8 ``[batch, height, width, 3]``).
     """
     check_opset(opset)
     path = Path(path)
@@ -70,22 +77,26 @@ def export_onnx(
     head = logits_model(model)
     resolution = _square_resolution(model)
     output = "logits" if logits else "probabilities"
-    layout = "NCHW" if nchw else "NHWC"
+    input_contract = dataclasses.replace(DEFAULT_PREPROCESSING, name=check_name(preprocessing),
+                                         layout="NCHW" if nchw else "NHWC", image_input=image_input)
+    family = variant.family if variant else model_family(model)
 
     proto = _convert(head, resolution, opset, output, nchw)
-    census = node_census(proto)
     check_structure(proto, opset)
-    check_census(census, CLEAN_OPS, transposes=range(2))
-    family = variant.family if variant else model_family(model)
+    check_census(node_census(proto), CLEAN_OPS, transposes=range(2))
     parity, golden = check_parity(head, proto, output, nchw, resolution, family, images)
+    if image_input:
+        proto = with_preprocessing(proto, resolution, input_contract, opset)
+        check_structure(proto, opset, image_input=True)
+        check_census(node_census(proto), CLEAN_OPS + PREPROCESSING_OPS, transposes=range(2))
+        parity["image_input"], golden = check_image_parity(head, proto, output, input_contract, resolution, family)
     metadata = contract.artifact_metadata(
         variant=variant.name if variant else model.name, family=family, alpha=variant.alpha if variant else "",
-        resolution=resolution, output=output, classes=int(model.output_shape[-1]),
-        input_contract=dataclasses.replace(contract.DEFAULT_PREPROCESSING, layout=layout),
+        resolution=resolution, output=output, classes=int(model.output_shape[-1]), input_contract=input_contract,
         weights=weights or {"random": False, "source": "unknown"}, versions=versions("tensorflow", "tf2onnx", "onnx"),
-        opset=opset, parity=parity, golden=contract.golden_record(golden, "logits", resolution))
-    return write_artifact(proto, path, metadata, opset=opset, output=output, layout=layout, census=census,
-                          parity=parity)
+        opset=opset, parity=parity, golden=contract.golden_record(golden, "logits", resolution, image_input))
+    return write_artifact(proto, path, metadata, opset=opset, output=output, layout=input_contract.layout,
+                          census=node_census(proto), parity=parity)
 
 
 def logits_model(model):
@@ -163,8 +174,6 @@ def check_parity(head, proto, output: str, nchw: bool, resolution: int, family: 
     Returns the parity numbers and Keras' logits on the golden input set (the first `GOLDEN_COUNT`
     parity inputs), which the artifact records for checks without TensorFlow.
     """
-    import onnx
-
     inputs = parity_inputs(resolution)
     if images is not None:
         images = np.asarray(images, np.float32)
@@ -172,23 +181,39 @@ def check_parity(head, proto, output: str, nchw: bool, resolution: int, family: 
             raise ValueError(f"parity images must be (N, {resolution}, {resolution}, 3), got {images.shape}")
         inputs = np.concatenate([inputs, images])
     keras_logits = np.asarray(head(inputs, training=False), np.float32)
+    feed = np.ascontiguousarray(np.transpose(inputs, (0, 3, 1, 2)) if nchw else inputs)
+    onnx_logits, onnx_probs = _logits_and_probabilities(proto, output, [feed])
+    return compare_with_reference(keras_logits, onnx_logits, onnx_probs, family), keras_logits[:GOLDEN_COUNT]
 
-    # Expose the logits (the Softmax input) as a second output of a validation copy.
-    probe = copy.deepcopy(proto)
+
+def check_image_parity(head, proto, output: str, input_contract, resolution: int, family: str) -> tuple:
+    """Gate "image_input": the image-in model on images of many sizes (`parity.parity_images`), one
+    at a time, agrees with Keras on what the preprocessing's NumPy twin makes of them. Returns the
+    parity numbers and Keras' logits (the golden record of an image-in artifact)."""
+    images = parity_images(resolution)
+    twin = dataclasses.replace(input_contract, layout="NHWC")  # what Keras takes
+    inputs = np.stack([network_input(image, resolution, twin) for image in images])
+    keras_logits = np.asarray(head(inputs, training=False), np.float32)
+    onnx_logits, onnx_probs = _logits_and_probabilities(proto, output, [image[np.newaxis] for image in images])
+    return compare_with_reference(keras_logits, onnx_logits, onnx_probs, family), keras_logits
+
+
+def _logits_and_probabilities(proto, output: str, feeds: list) -> tuple:
+    """The model's logits (the Softmax input) and probabilities on each feed, concatenated."""
+    import onnx
+
+    probe = copy.deepcopy(proto)  # a validation copy with the logits as a second output
     if output == "probabilities":
         softmax_node = next(n for n in probe.graph.node if output in n.output)
-        probe.graph.output.append(
-            onnx.helper.make_tensor_value_info(softmax_node.input[0], onnx.TensorProto.FLOAT, None)
-        )
+        logits = onnx.helper.make_tensor_value_info(softmax_node.input[0], onnx.TensorProto.FLOAT, None)
+        probe.graph.output.append(logits)
     session = runtime_gate(probe.SerializeToString())
-    feed = np.transpose(inputs, (0, 3, 1, 2)) if nchw else inputs
-    results = session.run(None, {INPUT_NAME: np.ascontiguousarray(feed)})
+    name = session.get_inputs()[0].name
+    results = [session.run(None, {name: feed}) for feed in feeds]
     if output == "probabilities":
-        onnx_probs, onnx_logits = results
-    else:
-        onnx_logits = results[0]
-        onnx_probs = softmax(onnx_logits.astype(np.float64))
-    return compare_with_reference(keras_logits, onnx_logits, onnx_probs, family), keras_logits[:GOLDEN_COUNT]
+        return np.concatenate([r[1] for r in results]), np.concatenate([r[0] for r in results])
+    logits = np.concatenate([r[0] for r in results])
+    return logits, softmax(logits.astype(np.float64))
 
 
 def compare_with_reference(reference_logits, logits, probabilities, family: str) -> dict:

@@ -51,9 +51,10 @@ def native_logs_filtered():
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os.dup2(original, 2)  # closes the pipe's last write end: the pump sees end of file
-        pump.join()
-        os.close(original)
+        os.dup2(original, 2)  # closes our write end of the pipe: the pump sees end of file...
+        pump.join(timeout=5)  # ...unless a child process still holds one: then the pump is left to it,
+        if not pump.is_alive():  # with the descriptor it forwards to (closing it could hand its number
+            os.close(original)  # to another file, which the pump would then write into)
 
 
 def _forward(read_end: int, destination: int) -> None:

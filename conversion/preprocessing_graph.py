@@ -5,6 +5,7 @@ size; the images of one batch share it) to the network's input, with only portab
 integer arithmetic, Cast, Resize (linear, no antialias), Reshape, ReduceMean, and for uint8 networks
 Round and Clip. The Resize runs on NHWC data, as the runtime's NumPy twin assumes (onnxruntime's
 NHWC and NCHW kernels agree bit for bit, and the twin reproduces them; the tests hold it to that).
+`with_preprocessing` puts it in front of a network: an image-in artifact.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import numpy as np
 from onnx_mobilenets import preprocessing
 from onnx_mobilenets.contract import Preprocessing
 
-IMAGE_INPUT = "image"
+from .artifact import IMAGE_INPUT, INPUT_NAME, PREPROCESSING_SCOPE
+
+# Every op the preprocessings use (the graph gate of image-in artifacts allows them).
+PREPROCESSING_OPS = ("Shape", "Slice", "ReduceMin", "Div", "Mul", "Sub", "Concat", "Add", "Cast", "Less", "Not",
+                     "ReduceSum", "Gather", "Unsqueeze", "Resize", "Reshape", "ReduceMean", "Round", "Clip",
+                     "Transpose")
 PIXELS = "pixels"  # the 0..255 float32 pixels, before the network input's own scaling or rounding
 
 
@@ -121,7 +127,7 @@ class _Graph:
     def op(self, op_type: str, *inputs, **attributes) -> str:
         from onnx import helper
 
-        output = f"preprocessing/{op_type}_{len(self.nodes)}"
+        output = f"{PREPROCESSING_SCOPE}{op_type}_{len(self.nodes)}"
         self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
         return output
 
@@ -142,7 +148,7 @@ class _Graph:
     def _constant(self, name: str, value: np.ndarray) -> str:
         from onnx import numpy_helper
 
-        full = f"preprocessing/{name}"
+        full = f"{PREPROCESSING_SCOPE}{name}"
         if full not in self._constants:
             self._constants[full] = value
             self.initializers.append(numpy_helper.from_array(value, full))
@@ -153,3 +159,25 @@ class _Graph:
     def rename(self, old: str, new: str) -> None:
         for node in self.nodes:
             node.output[:] = [new if n == old else n for n in node.output]
+
+
+def with_preprocessing(network, resolution: int, contract: Preprocessing, opset: int):
+    """An image-in model: `network` (its input ``images``, as `contract` describes it) preceded by
+    the preprocessing `contract` names, so its input is the decoded image (``image``, uint8
+    ``[batch, height, width, 3]``). `network` is changed in place and returned."""
+    from onnx import helper
+
+    front = preprocessing_model(resolution, contract.name, opset, contract, output=INPUT_NAME)
+    graph = network.graph
+    (old_input,) = graph.input
+    if old_input.name != INPUT_NAME:
+        raise ValueError(f"the network's input is {old_input.name!r}, not {INPUT_NAME!r}")
+    nodes = list(front.graph.node) + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(front.graph.initializer)
+    del graph.input[:]
+    graph.input.extend(front.graph.input)
+    if not any(o.domain in ("", "ai.onnx") and o.version == opset for o in network.opset_import):
+        network.opset_import.extend([helper.make_opsetid("", opset)])
+    return network

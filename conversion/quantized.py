@@ -25,6 +25,7 @@ both as stored and as the runtime runs it. TFLite's builtin kernels are compared
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,7 +40,8 @@ import numpy as np
 from onnx_mobilenets import catalogue, contract
 from onnx_mobilenets.errors import ConversionError, UnsafeArchiveError
 from onnx_mobilenets.model_bytes import cpu_has_vnni, runtime_form
-from onnx_mobilenets.parity import GOLDEN_COUNT, check_quantized, parity_pixels
+from onnx_mobilenets.parity import GOLDEN_COUNT, check_quantized, parity_images, parity_pixels
+from onnx_mobilenets.preprocessing import DEFAULT, check_name, network_input
 from onnx_mobilenets.sessions import new_session
 
 from .artifact import (
@@ -53,6 +55,7 @@ from .artifact import (
     write_artifact,
 )
 from .graph import drop_noop_reshapes, drop_unused_initializers, name_inputs
+from .preprocessing_graph import PREPROCESSING_OPS, with_preprocessing
 
 TFLITE_SUFFIX = ".tflite"
 MAX_TFLITE_BYTES = 256 * 1024 * 1024
@@ -140,18 +143,20 @@ def tflite_logits(model: bytes, pixels: np.ndarray, xnnpack: bool = True, thread
 
 
 def export_quantized(variant: catalogue.Variant, tarball: Path, source: str, path, opset: int, *,
-                     logits: bool = False, images: Optional[np.ndarray] = None) -> ExportReport:
+                     logits: bool = False, images: Optional[np.ndarray] = None, preprocessing: str = DEFAULT,
+                     image_input: bool = False) -> ExportReport:
     """Google's uint8 `variant` from its release `tarball` (`source`: where it came from) -> QDQ ONNX
     at `path`, validated. `images`: extra uint8 pixel images (N, R, R, 3), preprocessed, for the
-    parity gate."""
+    parity gate. `preprocessing` and `image_input` as for `export.export_onnx`."""
     check_opset(opset)
     model, member = read_tflite(tarball)
     facts = describe_tflite(model, variant)
     output = "logits" if logits else "probabilities"
+    input_contract = dataclasses.replace(contract.QUANTIZED_PREPROCESSING, name=check_name(preprocessing),
+                                         image_input=image_input)
     proto = _convert(model, opset, output)
-    census = node_census(proto)
     check_structure(proto, opset)
-    check_census(census, QUANT_OPS, transposes=range(1, 2))
+    check_census(node_census(proto), QUANT_OPS, transposes=range(1, 2))
     R = variant.resolution
     pixels = parity_pixels(R)
     if images is not None:
@@ -160,21 +165,30 @@ def export_quantized(variant: catalogue.Variant, tarball: Path, source: str, pat
             raise ValueError(f"parity images must be uint8 (N, {R}, {R}, 3), got {images.dtype} {images.shape}")
         pixels = np.concatenate([pixels, images])
     parity, golden = check_tflite_parity(model, proto, pixels, facts)
+    if image_input:
+        proto = with_preprocessing(proto, R, input_contract, opset)
+        check_structure(proto, opset, image_input=True)
+        check_census(node_census(proto), QUANT_OPS + PREPROCESSING_OPS, transposes=range(1, 2))
+        pictures = parity_images(R)  # TFLite takes what the runtime's twin makes of them, exactly onnxruntime's
+        parity["image_input"], golden = check_tflite_parity(
+            model, proto, np.stack([network_input(p, R, input_contract) for p in pictures]), facts,
+            feeds=[p[np.newaxis] for p in pictures])
+        parity["image_input"].pop("runtime_int8_weights")
     weights = {"random": False, "source": source, "sha256": hashlib.sha256(Path(tarball).read_bytes()).hexdigest(),
                "tflite_member": member, "tflite_sha256": hashlib.sha256(model).hexdigest()}
     metadata = contract.artifact_metadata(
         variant=variant.name, family=variant.family, alpha=variant.alpha, resolution=R, output=output, classes=1000,
-        input_contract=contract.QUANTIZED_PREPROCESSING, weights=weights,
+        input_contract=input_contract, weights=weights,
         versions=versions("tf2onnx", "onnx", "ai-edge-litert"), opset=opset, parity=parity,
-        golden=contract.golden_record(golden, "quantized_logits", R), quantization={
+        golden=contract.golden_record(golden, "quantized_logits", R, image_input), quantization={
             "scheme": "QDQ; uint8 activations and per-tensor uint8 weights with zero points, exactly as in "
                       "Google's quantization-aware-trained .tflite",
             "input_scale": facts["input_scale"], "input_zero_point": facts["input_zero_point"],
             "logits_scale": facts["logits_scale"], "logits_zero_point": facts["logits_zero_point"],
             # Weights and zero points the runtime may hand onnxruntime as int8 (value - 128).
             "int8_view": int8_weight_names(proto)})
-    return write_artifact(proto, path, metadata, opset=opset, output=output, layout="NHWC", census=census,
-                          parity=parity)
+    return write_artifact(proto, path, metadata, opset=opset, output=output, layout="NHWC",
+                          census=node_census(proto), parity=parity)
 
 
 def _convert(model: bytes, opset: int, output: str):
@@ -266,22 +280,26 @@ def int8_weight_names(proto) -> list:
     return sorted(set(names))
 
 
-def onnx_quantized_logits(data: bytes, pixels: np.ndarray, facts: dict, as_runtime: bool) -> np.ndarray:
-    """The artifact's quantized logits (N, 1000), from its float logits, as stored (uint8 weights)
-    or as the runtime runs it (`onnx_mobilenets.model_bytes.runtime_form`)."""
+def onnx_quantized_logits(data: bytes, feeds: list, facts: dict, as_runtime: bool) -> np.ndarray:
+    """The artifact's quantized logits (N, 1000) on each of `feeds`, concatenated, from its float
+    logits, as stored (uint8 weights) or as the runtime runs it
+    (`onnx_mobilenets.model_bytes.runtime_form`)."""
     if as_runtime:
         data = runtime_form(data)
     try:
         session = new_session(data)
     except Exception as e:
         raise ConversionError("runtime", f"onnxruntime cannot load the model: {e}") from e
-    logits = session.run(["logits"], {session.get_inputs()[0].name: pixels})[0]
+    name = session.get_inputs()[0].name
+    logits = np.concatenate([session.run(["logits"], {name: feed})[0] for feed in feeds])
     return np.rint(logits / facts["logits_scale"] + facts["logits_zero_point"]).astype(np.int64)
 
 
-def check_tflite_parity(model: bytes, proto, pixels: np.ndarray, facts: dict) -> tuple:
-    """Gate: the artifact computes TFLite's (XNNPACK) quantized logits, as stored and as the runtime
-    runs it. Returns the parity record and TFLite's logits on the golden inputs (N, 1000)."""
+def check_tflite_parity(model: bytes, proto, pixels: np.ndarray, facts: dict, feeds: Optional[list] = None) -> tuple:
+    """Gate: the artifact computes TFLite's (XNNPACK) quantized logits on `pixels`, as stored and as
+    the runtime runs it, fed `feeds` (default: the pixels; for an image-in artifact, the images that
+    make them). Returns the parity record and TFLite's logits on the golden inputs (N, 1000)."""
+    feeds = [pixels] if feeds is None else feeds
     from onnx import TensorProto, helper
 
     probe = copy.deepcopy(proto)
@@ -293,8 +311,8 @@ def check_tflite_parity(model: bytes, proto, pixels: np.ndarray, facts: dict) ->
     data = probe.SerializeToString()
     xnnpack = tflite_logits(model, pixels, xnnpack=True)[:, 1:].astype(np.int64)
     builtin = tflite_logits(model, pixels, xnnpack=False)[:, 1:].astype(np.int64)
-    stored = onnx_quantized_logits(data, pixels, facts, as_runtime=False)
-    runtime = onnx_quantized_logits(data, pixels, facts, as_runtime=True)
+    stored = onnx_quantized_logits(data, feeds, facts, as_runtime=False)
+    runtime = onnx_quantized_logits(data, feeds, facts, as_runtime=True)
     # "runtime" is the form OnnxMobileNet runs on this CPU: int8 weights where it has VNNI, else as stored.
     record = {"inputs": int(len(pixels)), "reference": "TFLite XNNPACK", "runtime_int8_weights": cpu_has_vnni()}
     problems = []

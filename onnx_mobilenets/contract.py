@@ -25,10 +25,11 @@ from . import preprocessing
 from .errors import InvalidModelError
 from .files import atomic_write
 from .labels import imagenet_classes
-from .parity import GOLDEN_COUNT, GOLDEN_SEED, parity_inputs, parity_pixels
+from .parity import GOLDEN_COUNT, GOLDEN_SEED, parity_images, parity_inputs, parity_pixels
 
 REQUIRED_METADATA = ("variant", "family", "resolution", "output", "classes", "preprocessing", "labels", "weights")
 MANIFEST = "manifest.json"
+IMAGE_INPUT_SUFFIX = "-image"  # of image-in artifacts' names, ``NAME-image.onnx``
 RANDOM_WEIGHTS_WARNING = "UNTRAINED RANDOM WEIGHTS: not an ImageNet classifier; for tests and benchmarks only"
 OUTPUTS = ("probabilities", "logits")
 
@@ -45,7 +46,10 @@ class Preprocessing:
     scale: float = 1.0 / 127.5  # float32 input: x * scale + offset maps [0, 255] to [-1, 1]
     offset: float = -1.0
     channel_order: str = "RGB"
-    layout: str = "NHWC"
+    layout: str = "NHWC"  # of the network's input
+    # True: the preprocessing is inside the model, whose input is decoded images (uint8 [N, H, W, 3],
+    # RGB, any size) rather than the network's input.
+    image_input: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -81,6 +85,13 @@ DEFAULT_PREPROCESSING = Preprocessing()
 QUANTIZED_PREPROCESSING = Preprocessing(dtype="uint8", scale=1.0, offset=0.0)
 
 
+def artifact_name(variant: str, image_input: bool = False, preprocessing_name: str = preprocessing.DEFAULT) -> str:
+    """The file stem and manifest key of an artifact: the variant's name, then ``-image`` for an
+    image-in artifact and ``-slim`` for one that records TF-slim's preprocessing."""
+    return (variant + (IMAGE_INPUT_SUFFIX if image_input else "")
+            + ("" if preprocessing_name == preprocessing.DEFAULT else f"-{preprocessing_name}"))
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 def artifact_metadata(*, variant: str, family: str, alpha, resolution: int, output: str, classes: int,
@@ -109,11 +120,12 @@ def describe(metadata: dict) -> str:
     return (RANDOM_WEIGHTS_WARNING + ". " + text) if is_random(metadata) else text
 
 
-def golden_record(values: np.ndarray, kind: str, resolution: int) -> str:
+def golden_record(values: np.ndarray, kind: str, resolution: int, image_input: bool = False) -> str:
     """The ``golden`` entry: the reference's outputs on the first GOLDEN_COUNT parity inputs, as
-    float32 "logits" (Keras) or uint8 "quantized_logits" (TFLite)."""
+    float32 "logits" (Keras) or uint8 "quantized_logits" (TFLite); for an image-in artifact, on
+    what its preprocessing makes of the parity images (`parity.parity_images`)."""
     dtype = {"logits": "<f4", "quantized_logits": "|u1"}[kind]
-    maker = "parity_inputs" if kind == "logits" else "parity_pixels"
+    maker = "parity_images" if image_input else "parity_inputs" if kind == "logits" else "parity_pixels"
     return json.dumps({
         "inputs": f"onnx_mobilenets.parity.{maker}({resolution}, count={GOLDEN_COUNT}, seed={GOLDEN_SEED})",
         "seed": GOLDEN_SEED, "count": GOLDEN_COUNT, "values": kind, "dtype": dtype, "shape": list(values.shape),
@@ -145,20 +157,22 @@ def labels_of(metadata: dict) -> tuple:
 
 
 def golden_of(metadata: dict) -> tuple:
-    """(inputs NHWC, reference values) recorded in an artifact's metadata: float32 inputs and Keras'
-    logits for float artifacts, uint8 pixels and TFLite's quantized logits for quantized ones."""
+    """(inputs, reference values) recorded in an artifact's metadata: float32 NHWC inputs and Keras'
+    logits for float artifacts, uint8 pixels and TFLite's quantized logits for quantized ones; for
+    image-in artifacts the inputs are a list of images of different sizes."""
     golden = json.loads(metadata["golden"])
     if golden.get("values") not in ("logits", "quantized_logits"):
         raise InvalidModelError("the artifact's golden record holds no logits: it was made by an older "
                                 "onnx-mobilenets; convert it again")
     values = np.frombuffer(base64.b64decode(golden["values_base64"]), dtype=golden["dtype"]).reshape(golden["shape"])
-    resolution = int(metadata["resolution"])
-    if golden["values"] == "quantized_logits":
-        return parity_pixels(resolution, count=golden["count"], seed=golden["seed"]), values.astype(int)
+    values = values.astype(int if golden["values"] == "quantized_logits" else np.float32)
+    resolution, count, seed = int(metadata["resolution"]), golden["count"], golden["seed"]
     contract = Preprocessing.from_json(metadata["preprocessing"])
-    inputs = parity_inputs(resolution, count=golden["count"], seed=golden["seed"], scale=contract.scale,
-                           offset=contract.offset)
-    return inputs, values.astype(np.float32)
+    if contract.image_input:
+        return parity_images(resolution, count=count, seed=seed), values
+    if golden["values"] == "quantized_logits":
+        return parity_pixels(resolution, count=count, seed=seed), values
+    return parity_inputs(resolution, count=count, seed=seed, scale=contract.scale, offset=contract.offset), values
 
 
 # --- the manifest of a folder of artifacts -------------------------------------------------------

@@ -182,25 +182,33 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def parity_pixels(resolution: int, count: int = GOLDEN_COUNT, seed: int = GOLDEN_SEED) -> np.ndarray:
     """`count` uint8 RGB images (count, resolution, resolution, 3), deterministic in `seed`."""
     rng = np.random.default_rng(seed)
-    images = []
-    for i in range(count):
-        kind = i % 4
-        if kind in (0, 1):  # smooth colour field, upsampled from a coarse grid
-            coarse = rng.integers(0, 256, (int(rng.integers(2, 9)),) * 2 + (3,), dtype=np.uint8)
-            field = np.asarray(Image.fromarray(coarse).resize((resolution, resolution), Image.BILINEAR), np.float32)
-            if kind == 1:  # plus fine texture
-                field = field + rng.normal(0, 24, field.shape)
-            image = field
-        elif kind == 2:  # stripes and checks with random colours
-            yy, xx = np.mgrid[0:resolution, 0:resolution]
-            period = int(rng.integers(4, 32))
-            mask = ((xx // period + yy // max(1, period // 2)) % 2).astype(bool)
-            colours = rng.integers(0, 256, (2, 3))
-            image = np.where(mask[..., None], colours[0], colours[1]).astype(np.float32)
-        else:  # uniform noise
-            image = rng.uniform(0, 255, (resolution, resolution, 3))
-        images.append(np.clip(np.rint(image), 0, 255).astype(np.uint8))
-    return np.stack(images)
+    return np.stack([_pattern(rng, i, resolution, resolution) for i in range(count)])
+
+
+def parity_images(resolution: int, count: int = GOLDEN_COUNT, seed: int = GOLDEN_SEED) -> list:
+    """`count` uint8 RGB images of different sizes (half to three times `resolution` on each side,
+    tall, wide and odd ones), deterministic in `seed`: the golden inputs of image-in artifacts."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(resolution // 2, 3 * resolution + 1, (count, 2))
+    return [_pattern(rng, i, int(height), int(width)) for i, (height, width) in enumerate(sizes)]
+
+
+def _pattern(rng, i: int, height: int, width: int) -> np.ndarray:
+    kind = i % 4
+    if kind in (0, 1):  # smooth colour field, upsampled from a coarse grid
+        coarse = rng.integers(0, 256, (int(rng.integers(2, 9)),) * 2 + (3,), dtype=np.uint8)
+        image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR), np.float32)
+        if kind == 1:  # plus fine texture
+            image = image + rng.normal(0, 24, image.shape)
+    elif kind == 2:  # stripes and checks with random colours
+        yy, xx = np.mgrid[0:height, 0:width]
+        period = int(rng.integers(4, 32))
+        mask = ((xx // period + yy // max(1, period // 2)) % 2).astype(bool)
+        colours = rng.integers(0, 256, (2, 3))
+        image = np.where(mask[..., None], colours[0], colours[1]).astype(np.float32)
+    else:  # uniform noise
+        image = rng.uniform(0, 255, (height, width, 3))
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def parity_inputs(resolution: int, count: int = GOLDEN_COUNT, seed: int = GOLDEN_SEED,
@@ -211,13 +219,27 @@ def parity_inputs(resolution: int, count: int = GOLDEN_COUNT, seed: int = GOLDEN
 
 # --- Quantized artifacts: TFLite's integer arithmetic, step for step ------------------------------
 # A quantized artifact is right when it computes what Google's TFLite interpreter computes on its
-# default CPU path (XNNPACK): the quantized logits (the uint8 input of the graph's SOFTMAX) within one
-# step everywhere and identical on at least 95 % of values, and the same top-1 wherever TFLite's two
-# best logits are at least two steps apart. One step of slack because requantization rounding may
-# differ by one in rare ties; TFLite's own builtin kernels differ from XNNPACK by up to 7 steps.
-QUANT_MAX_STEPS = 1
-QUANT_MIN_IDENTICAL = 0.95
-QUANT_CLEAR_TOP1_STEPS = 2
+# default CPU path (XNNPACK). onnxruntime's CPU QDQ kernels follow it step for step (`EXACT`): the
+# quantized logits (the uint8 input of the graph's SOFTMAX) within one step everywhere and identical
+# on at least 95 % of values, the same top-1 wherever TFLite's two best logits are at least two steps
+# apart. One step of slack because requantization rounding may differ by one in rare ties.
+# Other engines and devices round their own way (`OTHER_ENGINE`), as TFLite's own builtin kernels do
+# (up to 7 steps from XNNPACK on the fixtures). Measured on the two fixtures, 32 golden inputs and 100
+# ImageNet photos each: OpenVINO 2026.4 within 6 steps, 50-75 % identical; OpenCV 5.0 within 7, 50-75 %
+# identical; both with a different top-1 only where TFLite's two best logits were at most one step
+# apart. So: within 8 steps, at least 40 % identical, the same top-1 where the two best are 3 or more
+# steps apart. A broken weight moves logits by tens of steps.
+
+
+@dataclass(frozen=True)
+class QuantizedRule:
+    max_steps: int
+    min_identical: float
+    clear_top1_steps: int
+
+
+EXACT = QuantizedRule(max_steps=1, min_identical=0.95, clear_top1_steps=2)
+OTHER_ENGINE = QuantizedRule(max_steps=8, min_identical=0.40, clear_top1_steps=3)
 
 
 @dataclass
@@ -227,18 +249,20 @@ class QuantizedAgreement:
     max_steps: int  # largest difference, in quantization steps
     top1_agreement: float
     mismatches: list  # samples whose top-1 differs although the reference's top two are clearly apart
+    rule: QuantizedRule = EXACT
 
     @property
     def passed(self) -> bool:
-        return self.max_steps <= QUANT_MAX_STEPS and self.identical >= QUANT_MIN_IDENTICAL and not self.mismatches
+        return not self.problems()
 
     def problems(self) -> list:
         found = []
-        if self.max_steps > QUANT_MAX_STEPS:
-            found.append(f"quantized logits differ by up to {self.max_steps} steps (at most {QUANT_MAX_STEPS} allowed)")
-        if self.identical < QUANT_MIN_IDENTICAL:
+        if self.max_steps > self.rule.max_steps:
+            found.append(f"quantized logits differ by up to {self.max_steps} steps (at most {self.rule.max_steps} "
+                         "allowed)")
+        if self.identical < self.rule.min_identical:
             found.append(f"only {self.identical:.1%} of quantized logits identical (at least "
-                         f"{QUANT_MIN_IDENTICAL:.0%} required)")
+                         f"{self.rule.min_identical:.0%} required)")
         if self.mismatches:
             found.append(f"top-1 differs on inputs {self.mismatches}")
         return found
@@ -248,15 +272,16 @@ class QuantizedAgreement:
                 "top1_agreement": self.top1_agreement}
 
 
-def check_quantized(reference: np.ndarray, outputs: np.ndarray) -> QuantizedAgreement:
-    """Compare (N, classes) integer quantized logits with a reference (TFLite's)."""
+def check_quantized(reference: np.ndarray, outputs: np.ndarray, rule: QuantizedRule = EXACT) -> QuantizedAgreement:
+    """Compare (N, classes) integer quantized logits with a reference (TFLite's) under `rule`."""
     reference = np.asarray(reference, np.int64)
     outputs = np.asarray(outputs, np.int64)
     if outputs.shape != reference.shape:
         raise ValueError(f"outputs have shape {outputs.shape}, the reference {reference.shape}")
     steps = np.abs(reference - outputs)
     best_two = np.sort(reference, axis=1)[:, -2:]
-    clear = (best_two[:, 1] - best_two[:, 0]) >= QUANT_CLEAR_TOP1_STEPS
+    clear = (best_two[:, 1] - best_two[:, 0]) >= rule.clear_top1_steps
     same = np.argmax(reference, axis=1) == np.argmax(outputs, axis=1)
     return QuantizedAgreement(inputs=len(reference), identical=float(np.mean(steps == 0)), max_steps=int(steps.max()),
-                              top1_agreement=float(np.mean(same)), mismatches=np.flatnonzero(clear & ~same).tolist())
+                              top1_agreement=float(np.mean(same)), mismatches=np.flatnonzero(clear & ~same).tolist(),
+                              rule=rule)

@@ -9,25 +9,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-from onnx_mobilenets import catalogue, contract, download
+from onnx_mobilenets import catalogue, contract, download, preprocessing
 from onnx_mobilenets.errors import ChecksumError, ModelNotFoundError, OnnxMobileNetsError
 
 logger = logging.getLogger(__name__)
 
 
 def cached_artifact(name: str) -> Path:
-    """Where the runtime's cache keeps the artifact of catalogue variant `name`."""
+    """Where the runtime's cache keeps the artifact called `name` (`contract.artifact_name`)."""
     return download.artifacts_dir() / f"{name}.onnx"
 
 
-def resolve_model(model) -> Path:
+def resolve_model(model, *, image_input: bool = False, preprocessing_name: str = preprocessing.DEFAULT) -> Path:
     """The .onnx file for `model`: a path, or a catalogue name or alias resolved in order to
     (1) the cached artifact (where `onnx-mobilenets convert` writes by default), (2) the artifact
     listed in the manifest under ``ONNX_MOBILENETS_ARTIFACTS_URL``, verified against its SHA-256: a
     local folder (such as one `convert --output DIR` wrote) is used in place, a URL is downloaded
     and cached, (3) a local conversion of the official checkpoint when the [convert] extra is
     installed (in a subprocess, so TensorFlow never enters this process; then cached), else a
-    `ModelNotFoundError` naming the command that gets it."""
+    `ModelNotFoundError` naming the command that gets it. For a name, `image_input` and
+    `preprocessing_name` say which of the variant's artifacts (`contract.artifact_name`)."""
     if isinstance(model, os.PathLike) or (isinstance(model, str) and not catalogue.names_a_variant(model)):
         path = Path(model).expanduser()
         if not path.is_file():
@@ -35,7 +36,9 @@ def resolve_model(model) -> Path:
         return path
     if not isinstance(model, str):
         raise ValueError(f"model must be a catalogue name, an alias or a path to an .onnx file, got {model!r}")
-    name = catalogue.get_variant(model).name  # ValueError with close matches when unknown
+    variant = catalogue.get_variant(model).name  # ValueError with close matches when unknown
+    name = contract.artifact_name(variant, image_input, preprocessing.check_name(preprocessing_name))
+    options = (["--image-input"] if image_input else []) + ["--preprocessing", preprocessing_name]
 
     path = cached_artifact(name)
     if path.is_file():
@@ -48,11 +51,11 @@ def resolve_model(model) -> Path:
     if base:
         return _fetch_published(base, name)
     if conversion_available():
-        return _convert_locally(name)
+        return _convert_locally(variant, name, options)
     raise ModelNotFoundError(
         f"no ONNX file for {name}: it is not in the cache ({path}), {download.ARTIFACTS_URL_ENV} is not set, and "
         "the [convert] extra (TensorFlow, tf2onnx, onnx) is not installed. Get it with:\n"
-        f"    pip install 'onnx-mobilenets[convert]' && onnx-mobilenets convert {name}\n"
+        f"    pip install 'onnx-mobilenets[convert]' && onnx-mobilenets convert {variant} {' '.join(options)}\n"
         f"or point {download.ARTIFACTS_URL_ENV} at a folder or URL of published artifacts (with manifest.json), "
         "or pass the path of an .onnx file."
     )
@@ -90,9 +93,10 @@ def _stderr_fd():
         return None
 
 
-def _convert_locally(name: str) -> Path:
+def _convert_locally(variant: str, name: str, options: list) -> Path:
     logger.warning("converting %s from the official checkpoint (one time; the result is cached)", name)
-    command = [sys.executable, "-m", "onnx_mobilenets.conversion", name, "--output", str(download.artifacts_dir())]
+    command = [sys.executable, "-m", "onnx_mobilenets.conversion", variant, "--output", str(download.artifacts_dir()),
+               *options]
     result = subprocess.run(command, stdout=_stderr_fd())  # its messages stay visible, our stdout stays clean
     path = cached_artifact(name)
     if result.returncode != 0 or not path.is_file():

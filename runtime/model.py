@@ -93,6 +93,9 @@ class OnnxMobileNet:
         except Exception as e:  # onnxruntime's own exception types differ between versions
             raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
         self._read_metadata()
+        if self._contract.image_input and preprocessing not in (None, self._contract.name):
+            raise ValueError(f"{self.path} holds its preprocessing ({self._contract.name}) inside: it cannot apply "
+                             f"{preprocessing}; convert an artifact with that one")
         self._input = dataclasses.replace(self._contract, name=preprocessing or self._contract.name)
 
     @property
@@ -120,8 +123,11 @@ class OnnxMobileNet:
             raise InvalidModelError(f"{self.path} must have one input and one output")
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
         R = self._resolution
-        expected = [3, R, R] if self._contract.layout == "NCHW" else [R, R, 3]
-        if list(inputs[0].shape[1:]) != expected:
+        if self._contract.image_input:
+            expected = [3]  # any height and width
+        else:
+            expected = [3, R, R] if self._contract.layout == "NCHW" else [R, R, 3]
+        if len(inputs[0].shape) != 4 or [d for d in inputs[0].shape[1:] if isinstance(d, int)] != expected:
             raise InvalidModelError(
                 f"{self.path} input shape {inputs[0].shape} does not match its metadata ({expected})"
             )
@@ -156,43 +162,57 @@ class OnnxMobileNet:
 
     # --- the pipeline ---------------------------------------------------------------------------
     def preprocess(self, images) -> np.ndarray:
-        """The batch the network receives for `images` (one image or a list of them): float32, or
-        uint8 pixels for a quantized artifact."""
+        """The batch the model receives for `images` (one image or a list of them): float32, or
+        uint8 pixels for a quantized artifact; for an image-in artifact the decoded images
+        themselves, which must then be of one size to make one batch."""
         items, _ = _as_list(images)
-        return self._preprocess_list(items)
-
-    def _preprocess_list(self, items) -> np.ndarray:
         return self.batch_from_arrays([self.load_array(item) for item in items])
 
     def load_array(self, source) -> np.ndarray:
-        """One image source as the (R, R, 3) array the network takes (decoded, preprocessed, scaled or
-        rounded as its metadata says). Safe to call from many threads."""
+        """One image source as the array the model takes: the (R, R, 3) network input (decoded,
+        preprocessed, scaled or rounded as its metadata says), or for an image-in artifact the
+        decoded (H, W, 3) RGB image. Safe to call from many threads."""
         draft = preprocessing_module.draft_size(self._resolution) if self.jpeg_draft else None
-        return preprocessing_module.network_input(load_image(source, draft), self._resolution, self._input)
+        image = load_image(source, draft)
+        if self._contract.image_input:
+            return np.asarray(image)
+        return preprocessing_module.network_input(image, self._resolution, self._input)
 
     def batch_from_arrays(self, arrays) -> np.ndarray:
-        """Arrays from `load_array` as one batch in the network's layout."""
+        """Arrays from `load_array` as one batch in the model's layout."""
+        if self._contract.image_input and len({a.shape for a in arrays}) > 1:
+            raise ValueError("an image-in artifact takes a batch of images of one size; these differ "
+                             f"({sorted({a.shape for a in arrays})}): use predict() or probabilities_of()")
         if len(arrays) == 1:
             batch = arrays[0][np.newaxis]  # a view: no copy for the common single image
+        elif arrays:
+            batch = np.stack(arrays)
         else:
-            batch = np.stack(arrays) if arrays else np.zeros((0, self._resolution, self._resolution, 3),
-                                                             self._contract.dtype)
-        if self._contract.layout == "NCHW":
+            empty = (0, 1, 1, 3) if self._contract.image_input else (0, self._resolution, self._resolution, 3)
+            batch = np.zeros(empty, self._contract.dtype)
+        if self._contract.layout == "NCHW" and not self._contract.image_input:
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         return batch
 
+    def probabilities_of(self, arrays) -> np.ndarray:
+        """Probabilities (N, 1000) for arrays from `load_array`; an image-in artifact's images of
+        different sizes go through in one batch per size."""
+        if not self._contract.image_input:
+            return self.run(self.batch_from_arrays(arrays))
+        result = np.zeros((len(arrays), 1000), np.float32)
+        by_shape = {}
+        for index, array in enumerate(arrays):
+            by_shape.setdefault(array.shape, []).append(index)
+        for indices in by_shape.values():
+            result[indices] = self.run(np.stack([arrays[i] for i in indices]))
+        return result
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 1000) for an already-preprocessed batch: float32 for float artifacts,
-        uint8 pixels (cropped and resized, not scaled) for quantized ones; `preprocess` makes either."""
+        """Probabilities (N, 1000) for a batch as the model takes it: float32 for float artifacts,
+        uint8 pixels (preprocessed, not scaled) for quantized ones (`preprocess` makes either), or
+        uint8 decoded images (N, H, W, 3) of any one size for image-in artifacts."""
         batch = np.asarray(batch)
-        R = self._resolution
-        shape = (3, R, R) if self._contract.layout == "NCHW" else (R, R, 3)
-        if batch.dtype != self._contract.dtype:
-            what = ("uint8 pixels (0..255, cropped and resized, not scaled: the model quantizes them itself)"
-                    if self._contract.dtype == "uint8" else "a float32 batch")
-            raise ValueError(f"run() takes {what} for {self.variant}, got {batch.dtype}")
-        if batch.ndim != 4 or batch.shape[1:] != shape:
-            raise ValueError(f"run() takes a batch of shape (N, {', '.join(map(str, shape))}), got {batch.shape}")
+        self._check_batch(batch)
         outputs = [
             self._session.run([self._output_name], {self._input_name: batch[i: i + self.batch_size]})[0]
             for i in range(0, len(batch), self.batch_size)
@@ -207,10 +227,25 @@ class OnnxMobileNet:
             result = softmax(result)
         return result
 
+    def _check_batch(self, batch: np.ndarray) -> None:
+        R = self._resolution
+        if self._contract.image_input:
+            if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3 or 0 in batch.shape[1:3]:
+                raise ValueError(f"run() takes decoded images, uint8 (N, H, W, 3), for this image-in artifact; "
+                                 f"got {batch.dtype} {batch.shape}")
+            return
+        shape = (3, R, R) if self._contract.layout == "NCHW" else (R, R, 3)
+        if batch.dtype != self._contract.dtype:
+            what = ("uint8 pixels (0..255, preprocessed, not scaled: the model quantizes them itself)"
+                    if self._contract.dtype == "uint8" else "a float32 batch")
+            raise ValueError(f"run() takes {what} for {self.variant}, got {batch.dtype}")
+        if batch.ndim != 4 or batch.shape[1:] != shape:
+            raise ValueError(f"run() takes a batch of shape (N, {', '.join(map(str, shape))}), got {batch.shape}")
+
     def predict_proba(self, images) -> np.ndarray:
         """Probabilities (N, 1000) for one image or a list of images."""
         items, _ = _as_list(images)
-        chunks = [self.run(self._preprocess_list(items[i: i + self.batch_size]))
+        chunks = [self.probabilities_of([self.load_array(item) for item in items[i: i + self.batch_size]])
                   for i in range(0, len(items), self.batch_size)]
         if len(chunks) == 1:
             return chunks[0]

@@ -73,7 +73,7 @@ def predict_stream(model, sources: Iterable, top: int = 5, *, workers: Optional[
                     outcomes.append((source, len(arrays) - 1))
                 except SOURCE_ERRORS as e:
                     outcomes.append((source, f"{type(e).__name__}: {e}"))
-            probabilities = model.run(model.batch_from_arrays(arrays)) if arrays else None
+            probabilities = model.probabilities_of(arrays) if arrays else None
             for source, outcome in outcomes:
                 if isinstance(outcome, str):
                     yield StreamResult(source, None, outcome)

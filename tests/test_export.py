@@ -50,7 +50,7 @@ def test_fixture_artifact_metadata(fixture_artifacts, fixtures):
     assert meta["output"] == "probabilities" and meta["classes"] == "1000"
     prep = json.loads(meta["preprocessing"])
     assert prep == {"name": "default", "version": 1, "dtype": "float32", "scale": 1 / 127.5, "offset": -1.0,
-                    "channel_order": "RGB", "layout": "NHWC"}
+                    "channel_order": "RGB", "layout": "NHWC", "image_input": False}
     labels = json.loads(meta["labels"])
     assert len(labels) == 1000 and labels[386] == ["n02504458", "African elephant"] and labels[0][0] == "n01440764"
     assert [tuple(item) for item in labels] == list(imagenet_classes())

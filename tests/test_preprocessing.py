@@ -2,6 +2,7 @@
 and `slim` against TensorFlow's own ops, on tall, wide, odd, tiny and huge images."""
 
 import dataclasses
+import json
 
 import numpy as np
 import onnxruntime as ort
@@ -140,3 +141,28 @@ def test_the_runtime_applies_the_chosen_preprocessing(fixture_artifacts, fixture
     assert not np.array_equal(default.preprocess(path), slim.preprocess(path))
     with pytest.raises(ValueError, match="preprocessing must be one of"):
         OnnxMobileNet(out / "mobilenet_v1_0.25_128.onnx", providers="cpu", preprocessing="inception")
+
+
+def test_predict_and_evaluate_take_the_preprocessing(fixture_artifacts, fixtures, tmp_path, capsys):
+    from onnx_mobilenets.cli import main as cli
+
+    out, _ = fixture_artifacts
+    model = str(out / "mobilenet_v1_0.25_128.onnx")
+    folder = tmp_path / "val" / "n02130308"  # cheetah
+    folder.mkdir(parents=True)
+    (folder / "cheetah.jpg").write_bytes((fixtures / "images" / "cheetah.jpg").read_bytes())
+    reports = {}
+    for chosen in ("default", "slim"):
+        assert cli(["evaluate", str(tmp_path / "val"), "--model", model, "--preprocessing", chosen, "--json"]) == 0
+        reports[chosen] = json.loads(capsys.readouterr().out)
+        assert reports[chosen]["preprocessing"] == chosen and reports[chosen]["top1"] == 1.0
+        assert cli(["predict", str(fixtures / "images" / "elephant.jpg"), "--model", model, "--json",
+                    "--preprocessing", chosen]) == 0
+        reports[chosen, "predict"] = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    expected = {name: OnnxMobileNet(model, providers="cpu", preprocessing=name).predict(
+        fixtures / "images" / "elephant.jpg")[0].probability for name in ("default", "slim")}
+    for chosen in ("default", "slim"):
+        assert reports[chosen, "predict"][0]["probability"] == pytest.approx(expected[chosen], abs=1e-9)
+    assert expected["default"] != expected["slim"]
+    assert cli(["evaluate", str(tmp_path / "val"), "--model", model]) == 0
+    assert "default preprocessing" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches
+from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantized_top5_matches, require_module
 from onnx import numpy_helper
 
 from onnx_mobilenets import ConversionError, InvalidModelError, OnnxMobileNet, get_variant
@@ -43,7 +43,7 @@ def expected_quant(fixtures):
 def _quantized_logits(path, pixels, as_runtime=True):
     data = Path(path).read_bytes()
     quantization = json.loads(read_metadata(data)["quantization"])
-    return quantized.onnx_quantized_logits(_with_logits_output(data), pixels, quantization, as_runtime)
+    return quantized.onnx_quantized_logits(_with_logits_output(data), [pixels], quantization, as_runtime)
 
 
 def _with_logits_output(data: bytes) -> bytes:
@@ -73,7 +73,7 @@ def test_conversion_makes_a_clean_qdq_graph_with_its_record(quant_artifacts, nam
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["preprocessing"]) == {
         "name": "default", "version": 1, "dtype": "uint8", "scale": 1.0, "offset": 0.0, "channel_order": "RGB",
-        "layout": "NHWC"}
+        "layout": "NHWC", "image_input": False}
     weights = json.loads(meta["weights"])
     assert weights["tflite_member"].endswith(".tflite") and len(weights["tflite_sha256"]) == 64
     quantization = json.loads(meta["quantization"])
@@ -385,13 +385,27 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(tflite_models, tmp_path
 
 
 def test_verify_checks_quantized_artifacts_against_tflites_answers(quant_artifacts, tmp_path):
+    """onnxruntime's CPU step for step; OpenVINO and OpenCV, which round their own way, within the
+    rule for other engines (`parity.OTHER_ENGINE`). A broken weight fails the CPU row; swapped zero
+    points fail every engine."""
+    independent = ("OpenVINO-CPU", "OpenCV-DNN")
+    for engine in independent:
+        require_module({"OpenVINO-CPU": "openvino", "OpenCV-DNN": "cv2"}[engine], engine)
     for name in QUANT_FIXTURES:
         rows = {r.runtime: r for r in verify_artifact(quant_artifacts / f"{name}.onnx")}
         cpu = rows["onnxruntime-CPU"]
         assert cpu.status == "pass" and cpu.output == "quantized logits" and cpu.max_abs_diff <= 1, cpu
-        assert rows["OpenVINO-CPU"].status == "skipped"
+        for engine in independent:
+            row = rows[engine]
+            assert row.status == "pass" and 0 < row.max_abs_diff <= row.bound == 8, row  # not TFLite's arithmetic
     model = onnx.load(str(quant_artifacts / "mobilenet_v1_0.25_128_quant.onnx"))
     _perturb_weight(model)
     onnx.save(model, str(tmp_path / "broken.onnx"))
     (cpu,) = [r for r in verify_artifact(tmp_path / "broken.onnx") if r.runtime == "onnxruntime-CPU"]
     assert cpu.status == "fail" and cpu.max_abs_diff > 1
+    model = onnx.load(str(quant_artifacts / "mobilenet_v2_1.0_224_quant.onnx"))
+    _swap_zero_points(model)
+    onnx.save(model, str(tmp_path / "swapped.onnx"))
+    rows = verify_artifact(tmp_path / "swapped.onnx")
+    assert {r.runtime for r in rows} == {"onnxruntime-CPU", *independent}
+    assert all(r.status == "fail" and r.max_abs_diff > r.bound for r in rows), rows

@@ -30,6 +30,7 @@ from onnx_mobilenets import (
     ProviderError,
 )
 from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.cli.engines import OnnxRuntime
 from onnx_mobilenets.download import cache_dir
 from onnx_mobilenets.runtime import artifacts, providers
 
@@ -459,23 +460,76 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     assert ("int8 weights, fast" if cpu_has_vnni() else "uint8 weights, exact") in report
 
 
-def test_gpu_check_script_runs_its_comparison(fixture_artifacts, tmp_path):
-    """tools/gpu_check.py compares two providers; here CPU against CPU to exercise it without a GPU."""
-    out, _ = fixture_artifacts
+def _gpu_check():
+    """tools/gpu_check.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[1] / "tools"
+                                                  / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _OffByAGpu(OnnxRuntime):
+    """A stand-in GPU provider: onnxruntime's CPU session, its logit of class 10 moved by `shift` (in
+    logits for float artifacts, in quantization steps for quantized ones)."""
+
+    def __init__(self, shift: float):
+        super().__init__("cpu")
+        self.provider, self.device, self.name, self.shift = "cuda", "gpu", "stand-in-GPU", shift
+
+    def unavailable(self):
+        return None
+
+    def session(self, path):
+        return OnnxRuntime.session(OnnxRuntime("cpu"), path)
+
+    def run(self, path, feeds):
+        probabilities = OnnxRuntime("cpu").run(path, feeds).astype(np.float64)
+        meta = self.session(path).get_modelmeta().custom_metadata_map
+        step = json.loads(meta["quantization"])["logits_scale"] if "quantization" in meta else 1.0
+        logits = np.log(np.maximum(probabilities, 1e-30))
+        logits[:, 10] += self.shift * step
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        return (z / z.sum(1, keepdims=True)).astype(np.float32)
+
+
+def test_gpu_check_judges_a_gpu_by_the_gpu_rules(fixture_artifacts, quant_artifacts, tmp_path):
+    """tools/gpu_check.py holds a GPU to `verify`'s GPU rules: on a float artifact, 10x the CPU
+    bound (a logit moved by 3 CPU bounds passes there, would fail on a CPU, and by 30 fails); on a
+    quantized one, the rule for other engines (3 steps pass, 12 fail)."""
+    gpu_check = _gpu_check()
+    float_path = out_path = fixture_artifacts[0] / "mobilenet_v1_0.25_128.onnx"
+    meta = OnnxRuntime("cpu").session(float_path).get_modelmeta().custom_metadata_map
+    from onnx_mobilenets.contract import golden_of
+    from onnx_mobilenets.parity import tolerance_for
+
+    _, golden = golden_of(meta)
+    cpu_bound = float(tolerance_for("v1", "cpu").logit_bounds(golden).min())
+    gpu_bounds = tolerance_for("v1", "gpu").log_probability_bounds(golden)  # the artifact gives probabilities
+    for shift, expected in ((3 * cpu_bound, "pass"), (30 * cpu_bound, "fail")):
+        cpu, gpu = gpu_check.check_artifact(float_path, OnnxRuntime("cpu"), _OffByAGpu(shift), runs=2)
+        assert (cpu["status"], gpu["status"]) == ("pass", expected), (shift, gpu)
+        # the bound reported is the GPU one (10x the CPU one) at one of the golden samples
+        assert np.isclose(gpu_bounds, gpu["bound"], rtol=1e-6).any(), (gpu["bound"], gpu_bounds)
+        assert gpu["ms_batch1"] > 0 and gpu["ms_batch32"] > 0
+    off_cpu = _OffByAGpu(3 * cpu_bound)
+    off_cpu.device = "cpu"  # the same outputs held to the CPU bound: refused
+    assert gpu_check.check_artifact(float_path, OnnxRuntime("cpu"), off_cpu, runs=1)[1]["status"] == "fail"
+    quant_path = quant_artifacts / "mobilenet_v2_1.0_224_quant.onnx"
+    for shift, expected in ((3, "pass"), (12, "fail")):
+        _, gpu = gpu_check.check_artifact(quant_path, OnnxRuntime("cpu"), _OffByAGpu(shift), runs=1)
+        assert gpu["status"] == expected and gpu["output"] == "quantized logits", gpu
     script = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
-    result = subprocess.run([sys.executable, str(script), str(out / "mobilenet_v1_0.25_128.onnx"), "--reference", "cpu",
-                             "--candidate", "cpu", "--runs", "3", "--json", str(tmp_path / "gpu.json")],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "| bound | headroom |" in result.stdout and "PASS" in result.stdout
-    report = json.loads((tmp_path / "gpu.json").read_text())
-    row = report["rows"][0]
-    assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] == 0 and row["headroom"] is None  # CPU vs itself
-    assert row["bound"] > 0 and row["output"] == "log-probabilities"
-    no_cuda = subprocess.run([sys.executable, str(script), str(out / "mobilenet_v1_0.25_128.onnx")],
-                             capture_output=True, text=True)
+    table = subprocess.run([sys.executable, str(script), str(out_path), str(quant_path), "--candidate", "cpu", "--runs",
+                            "2", "--json", str(tmp_path / "gpu.json")], capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    assert "| bound | headroom |" in table.stdout and table.stdout.count("PASS") == 4
+    assert len(json.loads((tmp_path / "gpu.json").read_text())["rows"]) == 4
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert no_cuda.returncode == 2 and "CUDA" in no_cuda.stderr
+        no_cuda = subprocess.run([sys.executable, str(script), str(out_path)], capture_output=True, text=True)
+        assert no_cuda.returncode == 2 and "offers no CUDAExecutionProvider" in no_cuda.stderr
 
 
 def test_random_weight_artifacts_warn_loudly(tmp_path):

@@ -1,14 +1,16 @@
-"""CUDA vs CPU check for MobileNet artifacts: numeric parity against the bound, and latency, as a table.
+"""CUDA (or TensorRT) vs CPU for MobileNet artifacts: numeric parity against the rule `verify` applies,
+and latency, as a table. For float, uint8 and image-in artifacts alike.
 
 Run it on a machine with an NVIDIA GPU and onnxruntime-gpu:
 
-    python tools/gpu_check.py artifacts/mobilenet_v2_1.0_224.onnx artifacts/mobilenet_v1_1.0_224.onnx
+    python tools/gpu_check.py ARTIFACT.onnx [ARTIFACT.onnx ...] [--candidate cuda|tensorrt] [--json FILE]
 
-For each artifact it runs the golden inputs (`onnx_mobilenets.parity`) on the reference provider
-(CPU) and the candidate (CUDA, TF32 off as the runtime runs it), and prints the largest difference
-next to the bound `verify` applies to that provider (`parity.tolerance_for(family, "gpu")`) and the
-headroom between them, top-1 agreement, and median latency at batch 1 and 32. The first run on a new
-GPU thus shows how much of the bound real hardware uses.
+For each artifact, each provider runs the artifact's golden inputs and is judged as `verify` judges
+it, against the golden record: a float artifact within the float32 bound (10x wider on GPUs, for
+cuDNN's and TensorRT's choice of algorithms: `parity.tolerance_for(family, "gpu")`), a quantized one
+step for step on the CPU and within `parity.OTHER_ENGINE` on a GPU. The table shows the largest
+difference, the bound and the headroom, top-1 agreement, and median latency at batch 1 and 32. The
+first run on a new GPU thus shows how much of the bound real hardware uses.
 Exit status: 0 all pass, 1 a parity failure, 2 a provider is unavailable.
 """
 
@@ -16,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
-from onnx_mobilenets.cli.engines import OnnxRuntime
-from onnx_mobilenets.contract import golden_of
-from onnx_mobilenets.parity import check, parity_inputs, tolerance_for
+from onnx_mobilenets.cli.engines import TF32_OVERRIDE_ENV, OnnxRuntime
+from onnx_mobilenets.cli.verify import verify_artifact
+from onnx_mobilenets.contract import Preprocessing
+from onnx_mobilenets.parity import parity_images, parity_inputs, parity_pixels
 from onnx_mobilenets.tables import markdown_table
 
 
-def median_latency_ms(session, batch, runs):
+def median_latency_ms(session, batch, runs) -> float:
     name = session.get_inputs()[0].name
     session.run(None, {name: batch})  # warm-up (CUDA kernels, cuDNN algorithm choice)
     times = []
@@ -38,33 +44,28 @@ def median_latency_ms(session, batch, runs):
     return float(np.median(times))
 
 
-def check_artifact(path, reference: OnnxRuntime, candidate: OnnxRuntime, runs: int) -> dict:
-    meta = reference.session(path).get_modelmeta().custom_metadata_map
-    if "quantization" in meta:
-        raise SystemExit(f"error: {path} is a quantized artifact: its parity is TFLite's CPU arithmetic step for "
-                         "step; check it with `onnx-mobilenets verify`")
-    inputs, golden_logits = golden_of(meta)
-    layout = json.loads(meta["preprocessing"])["layout"]
-    output = meta["output"]
-    ref_out = reference.run(path, inputs, layout)
-    cand_out = candidate.run(path, inputs, layout)
-    agreement = check(
-        golden_logits, cand_out, output, tolerance_for(meta["family"], candidate.device), reference=ref_out
-    )
-    row = {
-        "model": meta["variant"],
-        "reference": reference.name,
-        "candidate": candidate.name + (f" ({candidate.note})" if candidate.note else ""),
-        **agreement.as_dict(),
-    }
-    timing = parity_inputs(int(meta["resolution"]), count=32, seed=7)
-    if layout == "NCHW":
-        timing = np.ascontiguousarray(timing.transpose(0, 3, 1, 2))
-    for n in (1, 32):
-        row[f"reference_ms_batch{n}"] = median_latency_ms(reference.session(path), timing[:n], runs)
-        row[f"candidate_ms_batch{n}"] = median_latency_ms(candidate.session(path), timing[:n], runs)
-    row["pass"] = agreement.passed
-    return row
+def timing_batch(meta: dict, size: int) -> np.ndarray:
+    """`size` inputs as the artifact takes them: images of 480x640 for an image-in artifact, the
+    parity pixels for a quantized one, the parity inputs otherwise (in the artifact's layout)."""
+    contract = Preprocessing.from_json(meta["preprocessing"])
+    R = int(meta["resolution"])
+    if contract.image_input:
+        image = parity_images(2 * R, count=1, seed=7)[0]
+        return np.stack([np.resize(image, (480, 640, 3))] * size)
+    if contract.dtype == "uint8":
+        return parity_pixels(R, count=size, seed=7)
+    batch = parity_inputs(R, count=size, seed=7)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) if contract.layout == "NCHW" else batch
+
+
+def check_artifact(path, reference: OnnxRuntime, candidate: OnnxRuntime, runs: int) -> list:
+    """The two providers' rows for one artifact, with their latencies."""
+    rows = [asdict(r) for r in verify_artifact(Path(path), use_keras=False, engines=[reference, candidate])]
+    meta = dict(reference.session(path).get_modelmeta().custom_metadata_map)
+    for row, engine in zip(rows, (reference, candidate)):
+        for n in (1, 32):
+            row[f"ms_batch{n}"] = median_latency_ms(engine.session(path), timing_batch(meta, n), runs)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -75,24 +76,29 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    os.environ.setdefault(TF32_OVERRIDE_ENV, "0")  # before CUDA starts: TensorRT in float32, as verify runs it
     reference, candidate = OnnxRuntime(args.reference), OnnxRuntime(args.candidate)
     for engine in (reference, candidate):
         reason = engine.unavailable()
         if reason:
             print(f"error: {engine.name}: {reason}", file=sys.stderr)
             return 2
-    rows = [check_artifact(m, reference, candidate, args.runs) for m in args.models]
-    header = ("model", "reference", "candidate", "output", "max abs diff", "bound", "headroom", "top-1", "ref ms b1",
-              "cand ms b1", "ref ms b32", "cand ms b32", "result")
-    print(markdown_table(header, [
-        [r["model"], r["reference"], r["candidate"], r["output"], f"{r['max_abs_diff']:.2e}", f"{r['bound']:.2e}",
-         "identical" if r["headroom"] is None else f"{r['headroom']:.0f}x", f"{r['top1_agreement']:.0%}",
-         f"{r['reference_ms_batch1']:.2f}", f"{r['candidate_ms_batch1']:.2f}", f"{r['reference_ms_batch32']:.1f}",
-         f"{r['candidate_ms_batch32']:.1f}", "PASS" if r["pass"] else "FAIL"] for r in rows]))
+    rows = [row for model in args.models for row in check_artifact(model, reference, candidate, args.runs)]
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    print(markdown_table(
+        ("model", "provider", "reference", "compared", "max abs diff", "bound", "headroom", "top-1", "ms b1",
+         "ms b32", "result"),
+        [[r["artifact"], r["runtime"], r["reference"], r["output"], cell(r["max_abs_diff"], ".2e"),
+          cell(r["bound"], ".2e"),
+          f"{r['headroom']:.0f}x" if r["headroom"] is not None else "identical" if r["max_abs_diff"] == 0 else "-",
+          cell(r["top1_agreement"], ".0%"), f"{r['ms_batch1']:.2f}", f"{r['ms_batch32']:.1f}",
+          r["status"].upper() + (f" ({r['note']})" if r["note"] else "")] for r in rows]))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows}, f, indent=1)
-    return 0 if all(r["pass"] for r in rows) else 1
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    return 0 if all(r["status"] == "pass" for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_mobilenets import catalogue, download, preprocessing
+from onnx_mobilenets import catalogue, contract, download, preprocessing
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
 from onnx_mobilenets.errors import OnnxMobileNetsError
 from onnx_mobilenets.runtime.images import load_image
@@ -28,7 +28,7 @@ def run(args) -> int:
         output = Path(args.output) if args.output else download.artifacts_dir()
         options = dict(checkpoint=args.checkpoint, random_weights=args.random_weights,
                        opset=args.opset or DEFAULT_OPSET, weights_source=args.weights_source, logits=args.logits,
-                       nchw=args.nchw)
+                       nchw=args.nchw, preprocessing=args.preprocessing, image_input=args.image_input)
         outcomes = {}  # name -> "converted", "up to date", or why it failed
         try:
             for i, variant in enumerate(variants, 1):
@@ -48,7 +48,8 @@ def _convert_one(label: str, variant, output: Path, options: dict, images, force
 
     try:
         if not force and is_up_to_date(variant.name, output, **options):
-            print(f"{label}: up to date ({output / (variant.name + '.onnx')})", flush=True)
+            name = contract.artifact_name(variant.name, options["image_input"], options["preprocessing"])
+            print(f"{label}: up to date ({output / (name + '.onnx')})", flush=True)
             return "up to date"
         print(f"{label}: converting (opset {options['opset']}"
               f"{', random weights' if options['random_weights'] else ''})...", flush=True)

@@ -3,7 +3,9 @@
 ONNX is an interchange format; the proof that an artifact is interchangeable is that engines written
 by different people compute the same thing. Besides onnxruntime (CPU; CUDA and TensorRT where they
 bind), two independent implementations read the file directly: OpenVINO's CPU runtime and OpenCV's
-DNN module (both from the ``[verify]`` extra; a row says so when one is not installed).
+DNN module (both from the ``[verify]`` extra; a row says so when one is not installed). They run in
+a child process of their own: native code that kills its process on a graph it cannot handle
+(OpenCV has been seen to) makes a row that says so, not the end of `verify`.
 
 Every engine runs in float32: the bound of `onnx_mobilenets.parity` is a float32 bound.
 - OpenVINO's CPU plugin defaults to bf16 on CPUs with AVX-512 BF16 or AMX (differences up to about
@@ -18,27 +20,41 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
 
-from onnx_mobilenets.errors import ProviderError
+from onnx_mobilenets.errors import OnnxMobileNetsError, ProviderError
 from onnx_mobilenets.model_bytes import runtime_form
 from onnx_mobilenets.runtime.providers import CPU, CUDA, create_session, cuda_options
 
 VERIFY_EXTRA = "pip install 'onnx-mobilenets[verify]'"
 TF32_OVERRIDE_ENV = "NVIDIA_TF32_OVERRIDE"
+# onnxruntime's execution providers `verify` knows, and what rows call them.
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+LABELS = {"cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}
+
+
+class EngineCrashed(OnnxMobileNetsError):
+    """An engine's process died while it ran an artifact."""
 
 
 class Engine:
-    """One way to run an ONNX file. `device` picks the tolerance ("cpu" or "gpu")."""
+    """One way to run an ONNX file. `device` picks the tolerance ("cpu" or "gpu"); an engine that
+    does not claim `runs_image_input` is not failed for refusing an image-in artifact (dynamic
+    shapes), only skipped with its reason."""
 
     name = ""
+    label = ""  # what to call it in messages
     device = "cpu"
     note = ""
+    runs_image_input = True
 
     def unavailable(self) -> Optional[str]:
         """Why this engine cannot run here, or None."""
@@ -47,18 +63,13 @@ class Engine:
     def version(self) -> str:
         raise NotImplementedError
 
-    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
-        """The artifact's output for NHWC `inputs` (transposed here for NCHW artifacts)."""
+    def run(self, path: Path, feeds: list) -> np.ndarray:
+        """The artifact's first output for each array of `feeds` (as the model takes them),
+        concatenated."""
         raise NotImplementedError
 
-
-def _feed(inputs: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2) if layout == "NCHW" else inputs)
-
-
-# onnxruntime's execution providers `verify` knows, and what rows call them.
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-LABELS = {"cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}
+    def close(self) -> None:
+        """Let go of what the engine holds (its child process)."""
 
 
 class OnnxRuntime(Engine):
@@ -68,7 +79,7 @@ class OnnxRuntime(Engine):
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {sorted(PROVIDERS)}, got {provider!r}")
         self.provider = provider
-        self.name = f"onnxruntime-{LABELS[provider]}"
+        self.name = self.label = f"onnxruntime-{LABELS[provider]}"
         self.device = "cpu" if provider == "cpu" else "gpu"
         self.note = {"cuda": "TF32 off", "tensorrt": "TF32 off (NVIDIA_TF32_OVERRIDE=0)"}.get(provider, "")
         self._last = None  # (path, session)
@@ -96,22 +107,25 @@ class OnnxRuntime(Engine):
             trt = PROVIDERS["tensorrt"]
             session = create_session(data, [(trt, {"device_id": 0}), (CUDA, cuda_options(0)), CPU])
             if session.get_providers()[0] != trt:
-                raise ProviderError(
-                    f"the TensorRT provider did not bind (session providers: {session.get_providers()})"
-                )
+                bound = session.get_providers()
+                raise ProviderError(f"the TensorRT provider did not bind (session providers: {bound})")
         self._last = (Path(path), session)
         return session
 
-    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+    def run(self, path: Path, feeds: list) -> np.ndarray:
         session = self.session(path)
-        return session.run(None, {session.get_inputs()[0].name: _feed(inputs, layout)})[0]
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: feed})[0] for feed in feeds])
 
 
-class _PythonPackage(Engine):
-    """An engine that is a Python package of the [verify] extra."""
+class IsolatedEngine(Engine):
+    """An engine that runs in a child process of its own, started on first use and again after a
+    crash. Subclasses define `compute(path, feeds)`, which runs there."""
 
-    module = ""  # what to import
-    label = ""  # what to call it in messages
+    module = ""  # the Python package it is (imported in the child)
+
+    def __init__(self):
+        self._pool = None
 
     def unavailable(self) -> Optional[str]:
         if importlib.util.find_spec(self.module) is None:
@@ -121,26 +135,52 @@ class _PythonPackage(Engine):
     def version(self) -> str:
         return importlib.import_module(self.module).__version__.split("-")[0]
 
+    def run(self, path: Path, feeds: list) -> np.ndarray:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._pool.submit(self.compute, str(path), feeds).result()
+        except BrokenProcessPool:
+            self.close()  # the next run starts a new process
+            raise EngineCrashed(f"{self.label}'s process died running the artifact (native code crashed)") from None
 
-class OpenVino(_PythonPackage):
+    def compute(self, path: str, feeds: list) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # the process is gone when this returns
+            self._pool = None
+
+    def __getstate__(self):  # what the child gets: the engine without its pool
+        return {k: v for k, v in self.__dict__.items() if k != "_pool"}
+
+
+class OpenVino(IsolatedEngine):
     name, module, label, note = "OpenVINO-CPU", "openvino", "OpenVINO", "f32 pinned"
 
-    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+    def compute(self, path: str, feeds: list) -> np.ndarray:
         import openvino
 
-        compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return np.asarray(compiled(_feed(inputs, layout))[compiled.output(0)])
+        compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.concatenate([np.asarray(compiled(feed)[compiled.output(0)]) for feed in feeds])
 
 
-class OpenCv(_PythonPackage):
+class OpenCv(IsolatedEngine):
     name, module, label = "OpenCV-DNN", "cv2", "OpenCV"
+    # Measured with OpenCV 5.0: it refuses the default preprocessing's dynamic Reshape and computes the
+    # slim one's Resize wrong.
+    runs_image_input = False
 
-    def run(self, path: Path, inputs: np.ndarray, layout: str) -> np.ndarray:
+    def compute(self, path: str, feeds: list) -> np.ndarray:
         import cv2
 
-        net = cv2.dnn.readNetFromONNX(str(path))
-        net.setInput(_feed(inputs, layout))
-        return np.asarray(net.forward())
+        net = cv2.dnn.readNetFromONNX(path)
+        results = []
+        for feed in feeds:
+            net.setInput(feed)
+            results.append(np.asarray(net.forward()))
+        return np.concatenate(results)
 
 
 def engines_here() -> list:

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--parity-image", action="append", metavar="FILE", help="real image for the parity gate (repeatable)"
     )
     p.add_argument("--force", action="store_true", help="convert again even what is up to date in the output folder")
+    p.add_argument("--image-input", action="store_true",
+                   help="the preprocessing inside the model, whose input is the decoded image (NAME-image.onnx)")
+    p.add_argument("--preprocessing", choices=preprocessing.NAMES, default=preprocessing.DEFAULT,
+                   help="the preprocessing the artifact records, or holds with --image-input (default: default)")
     p.set_defaults(run=convert.run)
 
     p = commands.add_parser("predict", help="classify images: a few as a table, many into a file (onnxruntime only)")

@@ -11,6 +11,7 @@ TensorRT's choice of algorithms; each row reports the difference, the bound and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,17 +24,18 @@ from typing import Optional
 import numpy as np
 
 from onnx_mobilenets import catalogue, download
-from onnx_mobilenets.contract import golden_of
+from onnx_mobilenets.contract import Preprocessing, artifact_name, check_metadata, golden_of
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
-from onnx_mobilenets.errors import DownloadError
+from onnx_mobilenets.errors import DownloadError, InvalidModelError
 from onnx_mobilenets.parity import (
-    QUANT_MAX_STEPS,
-    QUANT_MIN_IDENTICAL,
+    EXACT,
+    OTHER_ENGINE,
     SMALLEST_PROBABILITY,
     check,
     check_quantized,
     tolerance_for,
 )
+from onnx_mobilenets.preprocessing import network_input
 from onnx_mobilenets.runtime.artifacts import cached_artifact
 from onnx_mobilenets.tables import markdown_table
 
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class VerifyRow:
-    artifact: str  # variant name
+    artifact: str  # variant name, and -image, -slim for image-in artifacts and slim's (`contract.artifact_name`)
     runtime: str  # e.g. "onnxruntime-CPU", "OpenVINO-CPU"
     version: str  # of that runtime
     reference: str  # "keras" or "golden"
@@ -74,7 +76,7 @@ def quantized_logits(outputs: np.ndarray, output: str, quantization: dict, refer
 
 
 def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the artifact's network rebuilt in Keras from its recorded weights, on `inputs`."""
+    """Logits of the artifact's network rebuilt in Keras from its recorded weights, on NHWC `inputs`."""
     from onnx_mobilenets.conversion import build_variant, logits_model, randomize_weights
 
     weights = json.loads(metadata["weights"])
@@ -98,81 +100,108 @@ def _row(name, runtime, version, reference, output, agreement, note="") -> Verif
 
 
 def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
-    """Rows for one artifact: Keras against the golden record, then each engine against the reference."""
+    """Rows for one artifact: Keras against the golden record, then each engine against the reference.
+    The golden inputs are the parity inputs, or for an image-in artifact images of many sizes."""
     path = Path(path)
     engines = engines_here() if engines is None else engines
     cpu = next((e for e in engines if isinstance(e, OnnxRuntime) and e.provider == "cpu"), OnnxRuntime("cpu"))
-    meta = cpu.session(path).get_modelmeta().custom_metadata_map  # the CPU row reuses this session
-    if "golden" not in meta or "variant" not in meta or "family" not in meta:
-        raise ValueError(f"{path} carries no golden outputs: not an artifact made by onnx-mobilenets")
-    name, family, output = meta["variant"], meta["family"], meta["output"]
+    meta = dict(cpu.session(path).get_modelmeta().custom_metadata_map)  # the CPU row reuses this session
+    check_metadata(meta, path)
+    if "golden" not in meta:
+        raise InvalidModelError(f"{path} carries no golden outputs: not an artifact made by onnx-mobilenets")
+    input_contract = Preprocessing.from_json(meta["preprocessing"])
     inputs, golden = golden_of(meta)
-    layout = json.loads(meta["preprocessing"])["layout"]
+    feeds = _feeds(inputs, input_contract)
+    name = artifact_name(meta["variant"], input_contract.image_input, input_contract.name)
     if "quantization" in meta:
-        return _verify_quantized(path, name, output, json.loads(meta["quantization"]), inputs, golden, engines)
-    rows = []
-    reference, reference_name = golden, "golden"
-    if use_keras:
-        try:
-            import tensorflow as tf
+        return _verify_quantized(path, name, meta, feeds, golden, engines, input_contract.image_input)
+    family, output = meta["family"], meta["output"]
+    rows, reference, reference_name = _float_reference(name, meta, inputs, input_contract, golden, use_keras)
 
-            version = tf.__version__
-            reference, reference_name = keras_reference(meta, inputs), "keras"
-        except ImportError:
-            logger.info("the [convert] extra is not installed: comparing with the golden outputs")
-        except (OSError, DownloadError) as e:  # checkpoint not here, or not downloadable (offline)
-            rows.append(VerifyRow(name, "keras", version, "golden", "logits", None, None, None, None, "skipped",
-                                  f"{e}"))
-        else:
-            agreement = check(golden, reference, "logits", tolerance_for(family, "cpu"))
-            rows.append(_row(name, "keras", version, "golden", "logits", agreement))
     for engine in engines:
-        reason = engine.unavailable()
-        if reason:
-            rows.append(
-                VerifyRow(name, engine.name, "", reference_name, output, None, None, None, None, "skipped", reason)
-            )
-            continue
-        try:
-            outputs = engine.run(path, inputs, layout)
-        except Exception as e:  # an engine that fails on the file is a failed row, not a crash
-            rows.append(VerifyRow(name, engine.name, engine.version(), reference_name, output, None, None, None, None,
-                                  "fail", f"could not run: {str(e).splitlines()[0][:160]}"))
-            continue
-        agreement = check(reference, outputs, output, tolerance_for(family, engine.device))
-        rows.append(_row(name, engine.name, engine.version(), reference_name, output, agreement, engine.note))
+        def judge(outputs, engine=engine) -> VerifyRow:
+            agreement = check(reference, outputs, output, tolerance_for(family, engine.device))
+            return _row(name, engine.name, engine.version(), reference_name, output, agreement, engine.note)
+
+        rows.append(_engine_row(engine, path, feeds, name, reference_name, output, input_contract.image_input, judge))
     return rows
 
 
-def _verify_quantized(path, name, output, quantization, pixels, golden, engines) -> list:
-    """Rows for a quantized artifact: onnxruntime's CPU against TFLite's answers, step for step. Other
-    engines and devices are not held to that rule: they compute QDQ graphs with their own rounding,
-    as TFLite's own builtin kernels do (38-60 % identical to XNNPACK on the fixtures)."""
+def _feeds(inputs, input_contract) -> list:
+    """What the engines are fed: the golden batch in the network's layout, or each golden image."""
+    if input_contract.image_input:
+        return [image[np.newaxis] for image in inputs]
+    if input_contract.layout == "NCHW":
+        inputs = inputs.transpose(0, 3, 1, 2)
+    return [np.ascontiguousarray(inputs)]
+
+
+def _float_reference(name: str, meta: dict, inputs, input_contract, golden, use_keras: bool) -> tuple:
+    """([Keras' row], the reference logits, its name): Keras rebuilt from the recorded weights when
+    TensorFlow is here and the checkpoint can be had (its row checks it against the golden record),
+    else the golden record."""
+    family = meta["family"]
+    if not use_keras:
+        return [], golden, "golden"
+    try:
+        import tensorflow as tf
+    except ImportError:
+        logger.info("the [convert] extra is not installed: comparing with the golden outputs")
+        return [], golden, "golden"
+    if input_contract.image_input:  # Keras takes what the preprocessing's NumPy twin makes of the images
+        twin = dataclasses.replace(input_contract, layout="NHWC", image_input=False)
+        inputs = np.stack([network_input(image, int(meta["resolution"]), twin) for image in inputs])
+    try:
+        reference = keras_reference(meta, inputs)
+    except (OSError, DownloadError) as e:  # checkpoint not here, or not downloadable (offline)
+        skipped = VerifyRow(name, "keras", tf.__version__, "golden", "logits", None, None, None, None, "skipped",
+                            f"{e}")
+        return [skipped], golden, "golden"
+    agreement = check(golden, reference, "logits", tolerance_for(family, "cpu"))
+    return [_row(name, "keras", tf.__version__, "golden", "logits", agreement)], reference, "keras"
+
+
+def _engine_row(engine, path, feeds, name, reference_name, output, image_input: bool, judge) -> VerifyRow:
+    """One engine's row: skipped with the reason when it cannot run here; failed when it fails or
+    crashes on the file; else what `judge` makes of its outputs. An engine that does not claim to
+    run image-in artifacts (dynamic shapes) is not failed on one: its row is skipped, saying what it
+    did (refused it, crashed, or computed something else: the numbers stay in the row)."""
+    reason = engine.unavailable()
+    if reason:
+        return VerifyRow(name, engine.name, "", reference_name, output, None, None, None, None, "skipped", reason)
+    unclaimed = image_input and not engine.runs_image_input
+    try:
+        row = judge(engine.run(path, feeds))
+    except Exception as e:  # an engine that fails on the file is a row, never the end of verify
+        message = f"could not run: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}"
+        row = VerifyRow(name, engine.name, engine.version(), reference_name, output, None, None, None, None, "fail",
+                        message)
+    if unclaimed and row.status == "fail":
+        row.status = "skipped"
+        what = row.note or "wrong outputs"
+        row.note = f"{engine.label} does not run image-in artifacts (dynamic shapes) right: {what}"
+    return row
+
+
+def _verify_quantized(path, name: str, meta, feeds, golden, engines, image_input: bool) -> list:
+    """Rows for a quantized artifact, against TFLite's answers (its golden record): onnxruntime's
+    CPU step for step (`parity.EXACT`); other engines and devices, which round their own way, under
+    `parity.OTHER_ENGINE`."""
+    output = meta["output"]
+    quantization = json.loads(meta["quantization"])
     rows = []
     for engine in engines:
-        reason = engine.unavailable()
-        if not reason and not (isinstance(engine, OnnxRuntime) and engine.provider == "cpu"):
-            reason = ("not held to quantized parity, which is TFLite's XNNPACK arithmetic step for step: "
-                      "onnxruntime's CPU QDQ kernels follow it, other engines and devices round their own way")
-        if reason:
-            rows.append(
-                VerifyRow(
-                    name, engine.name, "", "golden", "quantized logits", None, None, None, None, "skipped", reason
-                )
-            )
-            continue
-        try:
-            ours = quantized_logits(engine.run(path, pixels, "NHWC"), output, quantization, golden)
-        except Exception as e:  # an engine that fails on the file is a failed row, not a crash
-            rows.append(VerifyRow(name, engine.name, engine.version(), "golden", "quantized logits", None, None, None,
-                                  None, "fail", f"could not run: {str(e).splitlines()[0][:160]}"))
-            continue
-        agreement = check_quantized(golden, ours)
-        note = (f"{agreement.identical:.1%} identical (at least {QUANT_MIN_IDENTICAL:.0%} required)"
-                + ("; " + "; ".join(agreement.problems()) if not agreement.passed else ""))
-        rows.append(VerifyRow(name, engine.name, engine.version(), "golden", "quantized logits",
-                              float(agreement.max_steps), float(QUANT_MAX_STEPS), None, agreement.top1_agreement,
-                              "pass" if agreement.passed else "fail", note))
+        rule = EXACT if isinstance(engine, OnnxRuntime) and engine.provider == "cpu" else OTHER_ENGINE
+
+        def judge(outputs, engine=engine, rule=rule) -> VerifyRow:
+            agreement = check_quantized(golden, quantized_logits(outputs, output, quantization, golden), rule)
+            note = (f"{agreement.identical:.1%} identical (at least {rule.min_identical:.0%} required)"
+                    + ("; " + "; ".join(agreement.problems()) if not agreement.passed else ""))
+            return VerifyRow(name, engine.name, engine.version(), "golden", "quantized logits",
+                             float(agreement.max_steps), float(rule.max_steps), None, agreement.top1_agreement,
+                             "pass" if agreement.passed else "fail", note)
+
+        rows.append(_engine_row(engine, path, feeds, name, "golden", "quantized logits", image_input, judge))
     return rows
 
 
@@ -221,12 +250,16 @@ def run(args) -> int:
     os.environ.setdefault(TF32_OVERRIDE_ENV, "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     targets = _targets(args)
-    rows = []
+    rows, engines = [], engines_here()
     with native_logs_filtered():  # the Keras reference imports TensorFlow
-        for path in targets:
-            if not path.is_file():
-                raise FileNotFoundError(f"artifact {path} does not exist")
-            rows.extend(verify_artifact(path, use_keras=not args.no_keras))
+        try:
+            for path in targets:
+                if not path.is_file():
+                    raise FileNotFoundError(f"artifact {path} does not exist")
+                rows.extend(verify_artifact(path, use_keras=not args.no_keras, engines=engines))
+        finally:  # the engines' processes write to the filtered stderr: they end first
+            for engine in engines:
+                engine.close()
     print(rows_as_json(rows) if args.json else format_table(rows))
     failed = [r for r in rows if not r.passed]
     if failed and not args.json:
