@@ -12,7 +12,7 @@ import threading
 from onnx_mobilenets import catalogue, preprocessing
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
-from . import bench, convert, doctor, evaluate, listing, predict, verify
+from . import bench, convert, doctor, evaluate, listing, predict, verify, web
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
                             add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(run=bench.run)
+
+    p = commands.add_parser("web", help="write a static site that classifies images in the browser (onnxruntime-web)")
+    p.add_argument("name", metavar="NAME", help="catalogue name or alias (its image-in artifact, found or converted), "
+                                               "or the path of an image-in .onnx")
+    p.add_argument("--output", required=True, metavar="DIR", help="the site's folder")
+    p.add_argument("--ort-web", metavar="DIR",
+                   help="copy onnxruntime-web from this dist folder (offline sites) instead of its pinned URL")
+    p.add_argument("--preprocessing", choices=preprocessing.NAMES, default=preprocessing.DEFAULT,
+                   help="the preprocessing inside the artifact (default: default)")
+    p.set_defaults(run=web.run)
 
     p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
     p.set_defaults(run=doctor.run)

@@ -1,0 +1,75 @@
+"""`onnx-mobilenets web NAME --output DIR`: a static site that classifies images in the browser with
+onnxruntime-web, served by any static file host (``python -m http.server -d DIR``, GitHub Pages).
+
+DIR gets ``index.html`` (pick or drop an image, see the top-5 as labelled bars, the model and its
+speed), ``mobilenet.js`` (the classifier: `load(modelUrl)`, `classify(image, {top})`), the image-in
+artifact under ``models/`` with its labels beside it (``NAME.labels.json``, from the artifact's own
+metadata), and ``site.json`` (what the page loads). onnxruntime-web comes from a pinned URL, or with
+``--ort-web`` from a local ``onnxruntime-web/dist`` copied into the site (for offline sites).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from onnx_mobilenets import contract
+from onnx_mobilenets.files import atomic_write
+from onnx_mobilenets.model_bytes import read_metadata
+from onnx_mobilenets.runtime.artifacts import resolve_model
+
+ORT_WEB_VERSION = "1.30.0"  # the version tests/web/package-lock.json pins and the tests ran
+ORT_WEB_URL = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
+# onnxruntime-web's WebAssembly build: the script, and what it loads (SIMD, threads when allowed).
+ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+PAGE_FILES = ("index.html", "mobilenet.js")
+
+
+def run(args) -> int:
+    artifact = resolve_model(args.name, image_input=True, preprocessing_name=args.preprocessing)
+    data = artifact.read_bytes()
+    metadata = read_metadata(data)
+    contract.check_metadata(metadata, artifact)
+    record = contract.Preprocessing.from_json(metadata["preprocessing"])
+    if not record.image_input:
+        raise ValueError(f"{artifact} takes the network's input, not images: the page needs an image-in artifact "
+                         f"(onnx-mobilenets convert NAME --image-input)")
+    if args.ort_web:
+        _check_ort_web(Path(args.ort_web))  # before anything is written
+    site = Path(args.output)
+    site.mkdir(parents=True, exist_ok=True)
+    pages = resources.files("onnx_mobilenets.runtime").joinpath("web")
+    for name in PAGE_FILES:
+        atomic_write(site / name, pages.joinpath(name).read_bytes())
+    model = f"models/{artifact.stem}.onnx"
+    atomic_write(site / model, data)
+    labels = {"variant": metadata["variant"], "preprocessing": record.name, "labels": contract.labels_of(metadata)}
+    atomic_write(site / f"models/{artifact.stem}.labels.json", json.dumps(labels).encode())
+    ort, ort_files = _ort_web(args.ort_web, site)
+    atomic_write(site / "site.json", json.dumps({"model": model, "ort": ort, "ortFiles": ort_files,
+                                                 "threads": "auto"}, indent=1).encode())
+    print(f"wrote {site}: index.html, mobilenet.js, {model} ({len(data) / 1e6:.1f} MB) and its labels, "
+          f"onnxruntime-web {'copied from ' + str(args.ort_web) if args.ort_web else 'from ' + ORT_WEB_URL}")
+    print(f"Serve it with any static file server, e.g.: python -m http.server -d {site}  (then open "
+          "http://localhost:8000)")
+    return 0
+
+
+def _check_ort_web(folder: Path) -> None:
+    missing = [name for name in ORT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--ort-web {folder} lacks {', '.join(missing)}: give onnxruntime-web's dist folder "
+                                "(node_modules/onnxruntime-web/dist after `npm install onnxruntime-web`)")
+
+
+def _ort_web(local, site: Path) -> tuple:
+    """(the script's URL, the folder it loads the rest from), relative to the site when copied."""
+    if not local:
+        return ORT_WEB_URL + ORT_FILES[0], ORT_WEB_URL
+    folder = Path(local)
+    (site / "ort").mkdir(exist_ok=True)
+    for name in ORT_FILES:
+        shutil.copyfile(folder / name, site / "ort" / name)
+    return "ort/" + ORT_FILES[0], "ort/"

@@ -1,0 +1,250 @@
+"""MobileNets in a real browser: the site `onnx-mobilenets web` writes, in Debian's Chromium driven by
+Playwright, with onnxruntime-web from npm (tests/web/package-lock.json). The browser is one more
+engine under `verify`'s rules; the page classifies the fixture photographs, and says what is wrong
+with bad input while it keeps working."""
+
+import base64
+import contextlib
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import REPO_ROOT, require, require_module
+from PIL import Image
+
+from onnx_mobilenets import download
+from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.cli.engines import Engine, OnnxRuntime
+from onnx_mobilenets.cli.verify import verify_artifact
+from onnx_mobilenets.conversion import convert_variant
+
+ORT_WEB = REPO_ROOT / "tests" / "web" / "node_modules" / "onnxruntime-web" / "dist"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless Chromium as root in a closed network: no sandbox, no GPU, no background connections.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]
+# (variant, preprocessing, fixture tarball)
+PARITY_CASES = [("mobilenet_v1_0.25_128", "default", "mobilenet_v1_0.25_128.tgz"),
+                ("mobilenet_v1_0.25_128", "slim", "mobilenet_v1_0.25_128.tgz"),
+                ("mobilenet_v1_0.25_128_quant", "default", "mobilenet_v1_0.25_128_quant.tgz"),
+                ("mobilenet_v1_0.25_128_quant", "slim", "mobilenet_v1_0.25_128_quant.tgz")]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = require_module("playwright.sync_api", "Playwright for Python (the [dev] extra)")
+    require(Path(CHROMIUM).is_file(), "Debian's chromium (.ci/run installs it with apt)")
+    require((ORT_WEB / "ort.wasm.min.js").is_file(), "onnxruntime-web (npm ci in tests/web; .ci/run does it)")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A static file server on 127.0.0.1 over a folder of sites; yields (folder, base URL)."""
+    root = tmp_path_factory.mktemp("sites")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _site(artifact: Path, folder: Path) -> Path:
+    assert cli(["web", str(artifact), "--output", str(folder), "--ort-web", str(ORT_WEB)]) == 0
+    return folder
+
+
+@contextlib.contextmanager
+def _page(browser, url: str, expect: str = "ready"):
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
+        assert page.evaluate("document.body.dataset.state") == expect, page.text_content("#message")
+        yield page
+    finally:
+        page.close()
+
+
+class Browser(Engine):
+    """The model a page loaded, as an engine for `verify`: its probabilities for each fed image."""
+
+    name = label = "onnxruntime-web (Chromium)"
+    note = "WebAssembly"
+
+    def __init__(self, page, version: str):
+        self.page, self._version = page, version
+
+    def version(self) -> str:
+        return self._version
+
+    def run(self, path, feeds: list) -> np.ndarray:
+        rows = []
+        for feed in feeds:  # each (1, H, W, 3): one image, as ImageData (RGBA)
+            _, height, width, _ = feed.shape
+            rgba = np.concatenate([feed[0], np.full((height, width, 1), 255, np.uint8)], axis=2)
+            rows.append(self.page.evaluate(
+                """async ([data, width, height]) => {
+                    const bytes = Uint8ClampedArray.from(atob(data), (c) => c.charCodeAt(0));
+                    return Array.from(await window.model.probabilities(new ImageData(bytes, width, height)));
+                }""", [base64.b64encode(rgba.tobytes()).decode(), width, height]))
+        return np.asarray(rows, np.float32)
+
+
+@pytest.fixture(scope="module")
+def parity_sites(served, fixtures, tmp_path_factory):
+    """{(variant, preprocessing): (image-in artifact, its site's URL)}, and a tampered one."""
+    root, base = served
+    out = tmp_path_factory.mktemp("web_artifacts")
+    sites = {}
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("web_cache")))
+        for name, chosen, tarball in PARITY_CASES:
+            report = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / tarball, preprocessing=chosen,
+                                     image_input=True)
+            folder = f"{name}-{chosen}"
+            _site(Path(report.path), root / folder)
+            sites[name, chosen] = (Path(report.path), f"{base}/{folder}/")
+    tampered = onnx.load(sites["mobilenet_v1_0.25_128", "default"][0])
+    gemm = next(n for n in tampered.graph.node if n.op_type == "Gemm")
+    bias = next(i for i in tampered.graph.initializer if i.name == gemm.input[2])
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[10] += 0.5
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    path = out / "tampered-image.onnx"
+    onnx.save(tampered, str(path))
+    _site(path, root / "tampered")
+    sites["tampered"] = (path, f"{base}/tampered/")
+    return sites
+
+
+@pytest.mark.parametrize("name, chosen", [(c[0], c[1]) for c in PARITY_CASES])
+def test_the_browser_computes_what_onnxruntime_computes(browser, parity_sites, name, chosen):
+    """The golden images (8 sizes) in the browser and in onnxruntime, judged by `verify`'s rules against
+    the artifact's golden record: float within the float32 bound, uint8 within the rule for engines
+    that round their own way; and the same top-1 as onnxruntime in Python on the same pixels."""
+    path, url = parity_sites[name, chosen]
+    with _page(browser, url) as page:
+        version = page.evaluate("ort.env.versions.web")
+        cpu, web = verify_artifact(path, use_keras=False, engines=[OnnxRuntime("cpu"), Browser(page, version)])
+        assert cpu.status == "pass" and web.status == "pass", (cpu, web)
+        assert web.runtime.startswith("onnxruntime-web") and web.version == "1.30.0"
+        assert web.top1_agreement == 1.0
+
+
+def test_a_tampered_artifact_fails_in_the_browser(browser, parity_sites):
+    path, url = parity_sites["tampered"]
+    with _page(browser, url) as page:
+        (row,) = verify_artifact(path, use_keras=False, engines=[Browser(page, "1.30.0")])
+        assert row.status == "fail" and row.max_abs_diff > row.bound
+
+
+@pytest.fixture(scope="module")
+def v2_site(served, fixtures, tmp_path_factory):
+    """`onnx-mobilenets web v2 --output site --ort-web ...`, the image-in artifact of the V2 fixture in the cache."""
+    root, base = served
+    home = tmp_path_factory.mktemp("v2_home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ONNX_MOBILENETS_HOME", str(home))
+        convert_variant("mobilenet_v2_1.0_224", download.artifacts_dir(), image_input=True,
+                        checkpoint=fixtures / "checkpoints" / "mobilenet_v2_1.0_224.tgz")
+        assert cli(["web", "v2", "--output", str(root / "v2"), "--ort-web", str(ORT_WEB)]) == 0
+    return f"{base}/v2/"
+
+
+def _classify_file(page, path) -> str:
+    """The top-1 label the page shows for a file picked in its file input (or its message)."""
+    page.evaluate("document.getElementById('results').textContent = ''")
+    page.set_input_files("#file", str(path))
+    page.wait_for_function("document.body.dataset.state === 'ready' && (document.querySelector('#results .row') "
+                           "|| document.getElementById('message').textContent)", timeout=120_000)
+    row = page.query_selector("#results .row .label")
+    return row.text_content() if row else page.text_content("#message")
+
+
+def test_the_page_classifies_the_photographs(browser, v2_site, fixtures, tmp_path):
+    with _page(browser, v2_site) as page:
+        assert "mobilenet_v2_1.0_224 (default preprocessing)" in page.text_content("#about")
+        assert _classify_file(page, fixtures / "images" / "elephant.jpg") in ("African elephant", "tusker")
+        assert len(page.query_selector_all("#results .row")) == 5
+        assert "ms" in page.text_content("#speed")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        assert _classify_file(page, fixtures / "images" / "cheetah.jpg") == "cheetah"
+    shot = np.asarray(Image.open(tmp_path / "page.png").convert("RGB"))
+    assert shot.std() > 20 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 1000  # a photo and bars, not blank
+
+
+def test_bad_input_gets_a_message_and_the_page_keeps_working(browser, served, v2_site, fixtures, tmp_path):
+    with _page(browser, v2_site) as page:
+        text = tmp_path / "notes.jpg"
+        text.write_text("not an image at all")
+        assert "is not an image this browser can decode" in _classify_file(page, text)
+        huge = tmp_path / "huge.png"
+        Image.new("RGB", (9500, 9500), (40, 120, 200)).save(huge, optimize=False, compress_level=1)
+        assert "too large to classify" in _classify_file(page, huge)
+        assert _classify_file(page, fixtures / "images" / "cheetah.jpg") == "cheetah"  # still working
+    root, base = served
+    broken = root / "broken"
+    shutil.copytree(root / "v2", broken)
+    (broken / "site.json").write_text((broken / "site.json").read_text().replace("models/", "missing/"))
+    with _page(browser, f"{base}/broken/", expect="error") as page:
+        assert "cannot load missing/mobilenet_v2_1.0_224-image.onnx: HTTP 404" in page.text_content("#message")
+
+
+def test_the_web_command_refuses_what_it_cannot_serve_and_writes_nothing(fixture_artifacts, parity_sites, tmp_path,
+                                                                         capsys):
+    out, _ = fixture_artifacts
+    assert cli(["web", str(out / "mobilenet_v1_0.25_128.onnx"), "--output", str(tmp_path / "a")]) == 2
+    assert "needs an image-in artifact" in capsys.readouterr().err
+    image_in, _ = parity_sites["mobilenet_v1_0.25_128", "default"]
+    assert cli(["web", str(image_in), "--output", str(tmp_path / "b"), "--ort-web", str(tmp_path)]) == 2
+    assert "lacks ort.wasm.min.js" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_readme_javascript_runs_in_a_page(browser, served, v2_site, fixtures):
+    """The README's three lines of JavaScript, as they stand, in a page of their own beside the site's
+    files, on an <img> of the elephant."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    (sample,) = [block.split("```")[0] for block in readme.split("```js\n")[1:]]
+    root, base = served
+    folder = root / "v2"
+    shutil.copy(fixtures / "images" / "elephant.jpg", folder / "elephant.jpg")
+    # The sample verbatim at a module's top level (its import must be there); the image loaded first
+    # by a module before it, errors of any kind recorded by a classic script.
+    (folder / "wait.js").write_text('const image = document.querySelector("img");\n'
+                                    'if (!image.complete) await new Promise((done) => image.onload = done);\n')
+    (folder / "readme.html").write_text(f"""<!doctype html>
+<img src="elephant.jpg">
+<script>
+addEventListener("error", (event) => {{ window.sampleResult = String(event.message); }});
+addEventListener("unhandledrejection", (event) => {{ window.sampleResult = String(event.reason); }});
+</script>
+<script src="ort/ort.wasm.min.js"></script>
+<script type="module">
+import "./wait.js";
+ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
+{sample}
+window.sampleResult = predictions;
+</script>""")
+    page = browser.new_page()
+    try:
+        page.goto(f"{base}/v2/readme.html")
+        page.wait_for_function("window.sampleResult !== undefined", timeout=120_000)
+        predictions = page.evaluate("window.sampleResult")
+    finally:
+        page.close()
+    assert isinstance(predictions, list), predictions
+    assert len(predictions) == 5 and predictions[0]["label"] in ("African elephant", "tusker")
+    assert set(predictions[0]) == {"classIndex", "synset", "label", "probability"}
+    assert predictions[0]["probability"] >= predictions[1]["probability"] > 0

@@ -1,0 +1,138 @@
+"""Speed in the browser: ms per image of image-in artifacts in headless Chromium (onnxruntime-web,
+WebAssembly, 1 and 2 threads) against onnxruntime natively on the same number of threads.
+
+    python tools/web_benchmark.py ARTIFACT-image.onnx [...] [--ort-web DIR] [--chromium PATH] [--json FILE]
+
+Each artifact gets a site (`onnx-mobilenets web`) served on 127.0.0.1 with the headers that make the
+page cross-origin isolated (Cross-Origin-Opener-Policy, -Embedder-Policy: without them WebAssembly
+gets no threads). One 640x480 photo-like image goes through `model.probabilities` after warm-up runs
+(the JIT tiers up: the first runs are several times slower), then the timed runs; natively the same
+image through `OnnxMobileNet.run` with `threads` onnxruntime threads. It prints a Markdown table and
+writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import http.server
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from onnx_mobilenets import OnnxMobileNet
+from onnx_mobilenets.cli import main as cli
+from onnx_mobilenets.parity import parity_images
+from onnx_mobilenets.tables import markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+class _Isolated(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self):
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def browser_ms(page, image: np.ndarray, warmup: int, runs: int) -> list:
+    """Per-call milliseconds of `window.model.probabilities` on `image`, measured in the page."""
+    height, width, _ = image.shape
+    rgba = np.concatenate([image, np.full((height, width, 1), 255, np.uint8)], axis=2)
+    return page.evaluate(
+        """async ([data, width, height, warmup, runs]) => {
+            const bytes = Uint8ClampedArray.from(atob(data), (c) => c.charCodeAt(0));
+            const image = new ImageData(bytes, width, height);
+            for (let i = 0; i < warmup; i++) await window.model.probabilities(image);
+            const times = [];
+            for (let i = 0; i < runs; i++) {
+                const started = performance.now();
+                await window.model.probabilities(image);
+                times.push(performance.now() - started);
+            }
+            return times;
+        }""", [base64.b64encode(rgba.tobytes()).decode(), width, height, warmup, runs])
+
+
+def native_ms(artifact: Path, image: np.ndarray, threads: int, warmup: int, runs: int) -> list:
+    model = OnnxMobileNet(artifact, providers="cpu", threads=threads)
+    batch = image[np.newaxis]
+    for _ in range(warmup):
+        model.run(batch)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.run(batch)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def measure(artifacts: list, ort_web: Path, chromium: str, warmup: int, runs: int) -> list:
+    from playwright.sync_api import sync_playwright
+
+    image = np.resize(parity_images(448, count=2, seed=11)[1], (480, 640, 3))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="onnx-mobilenets-web-bench-") as root:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Isolated, directory=root))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+            for artifact in artifacts:
+                if cli(["web", str(artifact), "--output", f"{root}/{artifact.stem}", "--ort-web", str(ort_web)]):
+                    raise SystemExit(f"error: cannot make a site of {artifact}")
+                for threads in (1, 2):
+                    page = browser.new_page()
+                    page.goto(f"{base}/{artifact.stem}/?threads={threads}")
+                    page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
+                    if page.evaluate("document.body.dataset.state") != "ready":
+                        raise SystemExit(f"error: {page.text_content('#message')}")
+                    isolated = page.evaluate("crossOriginIsolated")
+                    first = browser_ms(page, image, 0, 1)[0]
+                    web = browser_ms(page, image, warmup, runs)
+                    page.close()
+                    native = native_ms(artifact, image, threads, warmup, runs)
+                    rows.append({"artifact": artifact.stem, "threads": threads, "cross_origin_isolated": isolated,
+                                 "browser_first_ms": first, "browser_ms": float(np.median(web)),
+                                 "native_ms": float(np.median(native)),
+                                 "browser_over_native": float(np.median(web) / np.median(native))})
+                    print(json.dumps(rows[-1]), flush=True)
+            browser.close()
+        server.shutdown()
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifacts", nargs="+", type=Path, help="image-in .onnx artifacts")
+    parser.add_argument("--ort-web", type=Path, default=REPO / "tests/web/node_modules/onnxruntime-web/dist")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed runs first (default 30)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    rows = measure(args.artifacts, args.ort_web, args.chromium, args.warmup, args.runs)
+    print(markdown_table(
+        ["artifact", "threads", "isolated", "browser, first run", "browser (median)", "native (median)",
+         "browser / native"],
+        [[r["artifact"], r["threads"], r["cross_origin_isolated"], f"{r['browser_first_ms']:.1f} ms",
+          f"{r['browser_ms']:.1f} ms", f"{r['native_ms']:.1f} ms", f"{r['browser_over_native']:.1f}x"]
+         for r in rows]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
