@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -14,4 +15,15 @@ def progress_bar(total: Optional[int], description: str, unit: str = "img", show
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, file=sys.stderr, **options)
+    # A terminal that reports no size (0 x 0: pseudo-terminals nobody sized, some CI consoles) gets
+    # no bar at all from tqdm, which fits bars to the screen: give it 80 x 24 there.
+    sized = _columns() > 0
+    return tqdm(total=total, desc=description, unit=unit, dynamic_ncols=sized, ncols=None if sized else 80,
+                nrows=None if sized else 24, file=sys.stderr, **options)
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0

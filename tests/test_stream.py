@@ -49,6 +49,20 @@ def _photos(folder: Path, count: int, seed: int = 0) -> list:
     return paths
 
 
+def _large_photos(folder: Path, count: int) -> list:
+    """`count` paths (symbolic links, to spare the disk) to one 3000x2000 photo-like JPEG: each takes
+    tens of milliseconds to decode, so a run over them lasts long enough to be stopped midway."""
+    folder.mkdir(parents=True, exist_ok=True)
+    small = Image.fromarray(parity_pixels(256, count=1, seed=3)[0]).resize((3000, 2000), Image.BILINEAR)
+    noise = np.random.default_rng(0).integers(-20, 20, (2000, 3000, 3))
+    original = folder / "original.jpg"
+    Image.fromarray(np.clip(np.asarray(small, int) + noise, 0, 255).astype(np.uint8)).save(original, quality=90)
+    paths = [folder / f"img_{i:04d}.jpg" for i in range(count)]
+    for path in paths:
+        path.symlink_to(original)
+    return paths
+
+
 def test_stream_keeps_order_reports_errors_and_matches_predict(model, fixtures, tmp_path):
     good = [fixtures / "images" / n for n in IMAGES]
     junk = tmp_path / "junk.jpg"
@@ -140,7 +154,7 @@ def test_fuzzed_images_are_predicted_or_refused_clearly(model, fixtures):
                 outcomes["refused"] += 1
             slowest = max(slowest, time.perf_counter() - started)
     assert outcomes["predicted"] > 300 and outcomes["refused"] > 300, outcomes
-    assert slowest < 2.0
+    assert slowest < 60, slowest  # no hang (a safety limit, not a speed target: that is the benchmark's)
     np.testing.assert_array_equal(model.predict_proba(fixtures / "images" / "cheetah.jpg"), reference)
 
 
@@ -197,6 +211,68 @@ def test_predict_to_a_file_with_every_source_kind(v1_path, fixtures, tmp_path, f
     assert capsys.readouterr().err == ""  # not a terminal: no bar, no summary
 
 
+def _on_a_terminal(arguments: list, size=None) -> tuple:
+    """`onnx-mobilenets ARGUMENTS` with a pseudo-terminal for stdout and stderr, as a user at a
+    terminal runs it, `size` (rows, columns) or none reported: (exit status, what the terminal showed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    terminal, child_side = pty.openpty()
+    if size:
+        fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+    run = subprocess.Popen([sys.executable, "-m", "onnx_mobilenets.cli", *arguments], stdin=subprocess.DEVNULL,
+                           stdout=child_side, stderr=child_side)
+    os.close(child_side)
+    shown = []
+    while True:
+        try:
+            data = os.read(terminal, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not data:
+            break
+        shown.append(data)
+    os.close(terminal)
+    return run.wait(timeout=600), b"".join(shown).decode(errors="replace")
+
+
+@pytest.mark.parametrize("size", [None, (30, 100)], ids=["unsized", "100-columns"])
+def test_a_terminal_gets_a_progress_bar_and_a_summary_unless_quiet(v1_path, tmp_path, size):
+    photos = _photos(tmp_path / "photos", 40)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    arguments = ["predict", str(tmp_path / "photos"), "--model", str(v1_path), "--batch-size", "8"]
+    code, screen = _on_a_terminal([*arguments, "--output", str(tmp_path / "a.csv")], size)
+    assert code == 1, screen  # one image could not be classified
+    assert "41/41" in screen and "img/s" in screen and "errors=1" in screen, screen  # tqdm's bar
+    assert "41 images (1 failed) in " in screen and f"-> {tmp_path / 'a.csv'}" in screen, screen
+    code, screen = _on_a_terminal([*arguments, "--output", str(tmp_path / "b.csv"), "--quiet"], size)
+    assert code == 1 and screen.strip() == "", screen
+    assert len(_read_rows(tmp_path / "b.csv", "csv")) == len(photos) + 1
+
+
+def test_format_names_the_output_format_and_workers_keep_the_order(v1_path, tmp_path, capsys):
+    """--format overrides the file's suffix; any number of decoding threads gives the same rows in
+    the same order; a number of threads below 1 is a usage error."""
+    _photos(tmp_path / "photos", 12)
+    common = ["predict", str(tmp_path / "photos"), "--model", str(v1_path), "--batch-size", "5"]
+    assert cli([*common, "--output", str(tmp_path / "rows.txt"), "--format", "jsonl", "--workers", "1"]) == 0
+    assert cli([*common, "--output", str(tmp_path / "rows.data"), "--format", "csv", "--workers", "3"]) == 0
+    as_jsonl = [json.loads(line) for line in (tmp_path / "rows.txt").read_text().splitlines()]
+    as_csv = list(csv.DictReader(io.StringIO((tmp_path / "rows.data").read_text())))
+    assert len(as_jsonl) == 12 and [r["path"] for r in as_jsonl] == [r["path"] for r in as_csv]
+    assert [r["labels"] for r in as_jsonl] == [r["labels"].split("|") for r in as_csv]
+    for option, value in (("--workers", "0"), ("--batch-size", "-3"), ("--top", "1001"), ("--top", "five")):
+        with pytest.raises(SystemExit) as usage:
+            cli([*common, "--output", str(tmp_path / "c.csv"), option, value])
+        assert usage.value.code == 2 and f"argument {option}: must be" in capsys.readouterr().err
+    # A model that cannot be loaded leaves no empty output behind either.
+    assert cli([*common, "--output", str(tmp_path / "c.csv"), "--model", str(tmp_path / "missing.onnx")]) == 2
+    assert not (tmp_path / "c.csv").exists()
+
+
 def _slow_run(v1_path, paths_file, output, extra=()):
     """`predict` in a subprocess, one image per batch so that it can be stopped midway."""
     return subprocess.Popen([sys.executable, "-m", "onnx_mobilenets.cli", "predict", f"@{paths_file}", "--output",
@@ -214,10 +290,10 @@ def _wait_for_rows(output: Path, fmt: str, at_least: int, timeout: float = 120):
     raise AssertionError(f"{watched} did not grow")
 
 
-@pytest.mark.parametrize("fmt, stop", [("csv", signal.SIGINT), ("jsonl", signal.SIGKILL), ("parquet", signal.SIGINT),
-                                       ("parquet", signal.SIGKILL)])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_a_stopped_run_leaves_a_readable_file_and_resume_completes_it(v1_path, tmp_path, fmt, stop):
-    photos = _photos(tmp_path / "photos", 400)
+    photos = _large_photos(tmp_path / "photos", 400)  # ~15 s of work: stopped after 20 rows, far from done
     paths_file = tmp_path / "paths.txt"
     paths_file.write_text("\n".join(map(str, photos)) + "\n")
     output = tmp_path / f"out.{fmt}"
@@ -312,7 +388,7 @@ def test_an_unreachable_ray_address_fails_fast_and_clearly(v1_path, tmp_path, ca
     assert cli(["predict", str(photo), "--ray", "127.0.0.1:9", "--output", str(tmp_path / "o"), "--model",
                 str(v1_path)]) == 1
     assert "cannot reach a Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
-    assert time.perf_counter() - started < 30
+    assert time.perf_counter() - started < 120  # not Ray's minutes of retries (a safety limit, not a speed target)
 
 
 def test_evaluate_on_a_labelled_folder(v1_path, fixtures, tmp_path, capsys):
@@ -340,6 +416,15 @@ def test_evaluate_on_a_labelled_folder(v1_path, fixtures, tmp_path, capsys):
     assert cli(["evaluate", str(folder), "--labels", str(labels), "--model", str(v1_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["top1"] == pytest.approx(2 / 3) and report["top5"] == pytest.approx(1.0)
+    # The report for people, with the published numbers beside ours; --output keeps every image's row.
+    rows = tmp_path / "rows.jsonl"
+    assert cli(["evaluate", str(folder), "--labels", str(labels), "--model", str(v1_path), "--output", str(rows)]) == 0
+    report = capsys.readouterr().out
+    assert "mobilenet_v1_0.25_128: top-1 66.67 %, top-5 100.00 % on 3 images (0 could not be read)" in report, report
+    assert "published for mobilenet_v1_0.25_128: top-1 41.5 %, top-5 66.3 %" in report, report
+    written = {Path(r["path"]).name: r for r in map(json.loads, rows.read_text().splitlines())}
+    assert set(written) == {"n02130308_cheetah.jpg", "n02504458_elephant.jpg", "n01871265_elephant.jpg"}
+    assert written["n02130308_cheetah.jpg"]["labels"][0] == "cheetah" and not written["n02130308_cheetah.jpg"]["error"]
     (folder / "holiday").mkdir()
     assert cli(["evaluate", str(folder), "--model", str(v1_path)]) == 2
     assert "not ImageNet synsets" in capsys.readouterr().err

@@ -29,6 +29,10 @@ def run(args) -> int:
     bar = progress_bar(len(items), model.variant, show=None if not args.quiet else False)
     try:
         report = evaluate(model, items, workers=args.workers, progress=bar)
+    except BaseException:
+        if writer is not None:
+            writer.discard()  # the rows are written at the end: an interrupted run leaves no partial file
+        raise
     finally:
         if bar is not None:
             bar.close()

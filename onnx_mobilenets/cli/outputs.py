@@ -187,6 +187,7 @@ class RowWriter:
         target = _journal(self.path) if fmt == "parquet" else self.path
         fresh = not (resume and target.exists() and target.stat().st_size > 0)
         self._keep_previous = resume  # Parquet: the rows an earlier run wrote stay
+        self._created = not target.exists()
         try:
             self._file = open(target, "w" if fresh and not resume else "a", encoding="utf-8", newline="")
         except OSError as e:
@@ -209,6 +210,13 @@ class RowWriter:
         self._file.close()
         if self.fmt == "parquet":
             _parquet_from_journal(self.path, self._keep_previous)
+
+    def discard(self) -> None:
+        """Close without a result: the run could not start. A file this writer created is removed
+        (a resumed one is left as it was)."""
+        self._file.close()
+        if self._created:
+            Path(self._file.name).unlink(missing_ok=True)
 
 
 def _parquet_from_journal(path: Path, keep_previous: bool, chunk: int = 50_000) -> None:

@@ -52,13 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="an image, a folder of images (by extension), or @FILE listing paths one per line")
     p.add_argument("--model", default="v2", help="alias, catalogue name or .onnx path (default v2)")
-    p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top", type=_classes, default=5, help="classes per image (default 5)")
     p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
     p.add_argument("--output", metavar="FILE", help="write rows here as they come (.csv, .jsonl, .parquet); "
                                                     "with --ray a Parquet folder or URI")
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="output format (default: from FILE's suffix)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default 32)")
-    p.add_argument("--workers", type=int, help="decoding threads (default: the number of cores)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="images per inference batch (default 32)")
+    p.add_argument("--workers", type=_positive, help="decoding threads (default: the number of cores)")
     p.add_argument("--resume", action="store_true", help="skip the images the --output file already has")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--json", action="store_true", help="without --output: print JSON instead of a table")
@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="v2", help="alias, catalogue name or .onnx path (default v2)")
     p.add_argument("--labels", metavar="FILE.csv", help="file,label rows (label: synset or class index 0..999)")
     p.add_argument("--output", metavar="FILE", help="also write the per-image rows (.csv, .jsonl, .parquet)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, help="decoding threads (default: the number of cores)")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--workers", type=_positive, help="decoding threads (default: the number of cores)")
     p.add_argument("--providers", default="auto")
     p.add_argument("--preprocessing", choices=preprocessing.NAMES,
                    help="the artifact's own (default), or slim: TF-slim's, to reproduce the published accuracy")
@@ -114,6 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
     p.set_defaults(run=doctor.run)
     return parser
+
+
+def _positive(text: str) -> int:
+    """An argument that must be a whole number of at least 1: refused with the usage errors, before
+    anything is read or written."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _classes(text: str) -> int:
+    value = _positive(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be at most 1000 (the ImageNet classes), got {text!r}")
+    return value
 
 
 def _interrupt(signum, frame):

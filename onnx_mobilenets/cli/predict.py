@@ -26,7 +26,12 @@ def run(args) -> int:
     writer = outputs.RowWriter(args.output, fmt, resume=args.resume)  # an unwritable output fails before any work
     todo = [s for s in sources if s not in done]
     try:
-        return _to_file(args, model_of(args), todo, writer, skipped=len(sources) - len(todo))
+        model = model_of(args)
+    except BaseException:
+        writer.discard()  # no model, no run: leave no empty output behind
+        raise
+    try:
+        return _to_file(args, model, todo, writer, skipped=len(sources) - len(todo))
     finally:
         writer.close()
 
