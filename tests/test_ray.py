@@ -3,17 +3,38 @@ broken ones included, from paths and from a Dataset of bytes; its rows equal pre
 image lost or duplicated; `predict --ray` writes them as Parquet."""
 
 
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import require
 from PIL import Image
 
 from onnx_mobilenets import OnnxMobileNet, OnnxMobileNetsError
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.parity import parity_pixels
+from onnx_mobilenets.runtime import ray as ray_runner
 
-ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (.ci/run installs it)")
-from onnx_mobilenets.runtime import ray as ray_runner  # noqa: E402
+try:
+    import ray
+except ImportError:
+    ray = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_installed():
+    """Skipped here without Ray; in CI, which installs the [ray] extra, a failure."""
+    require(ray is not None, "Ray (the [ray] extra; .ci/run installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +113,53 @@ def test_predict_with_ray_writes_parquet(cluster, images, v1_path, tmp_path, cap
     rows = pq.read_table(output).to_pylist()
     _same(rows, _expected_rows(v1_path, images[:60]))
     assert "60 images (3 failed)" in capsys.readouterr().out
+
+
+def _predict_on_ray(arguments: list, env: dict) -> subprocess.CompletedProcess:
+    """`onnx-mobilenets predict ... --ray` in a process of its own (this one already runs Ray)."""
+    return subprocess.run([sys.executable, "-m", "onnx_mobilenets.cli", "predict", *arguments], env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_predict_with_ray_starts_a_local_cluster_of_its_own(images, v1_path, tmp_path):
+    """No address, no RAY_ADDRESS: `predict --ray` starts a local cluster for the run."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    output = tmp_path / "predictions"
+    result = _predict_on_ray([*images[:30], "--ray", "--output", str(output), "--model", str(v1_path)], env)
+    assert result.returncode == 1, result.stderr[-3000:]  # one of the 30 images is broken
+    assert "30 images (1 failed)" in result.stdout
+    _same(pq.read_table(output).to_pylist(), _expected_rows(v1_path, images[:30]))
+
+
+def test_predict_with_ray_joins_the_cluster_ray_address_names(images, v1_path, tmp_path):
+    """RAY_ADDRESS names a running cluster (a head started here, in a folder of its own): the run
+    joins it, which the head's own log folder shows (a driver log for the run's process)."""
+    ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={ray_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.5)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        output = tmp_path / "predictions"
+        run = subprocess.Popen([sys.executable, "-m", "onnx_mobilenets.cli", "predict", *images[:30], "--ray",
+                                "--output", str(output), "--model", str(v1_path)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        stdout, stderr = run.communicate(timeout=900)
+        assert run.returncode == 1, stderr[-3000:]
+        assert "30 images (1 failed)" in stdout
+        _same(pq.read_table(output).to_pylist(), _expected_rows(v1_path, images[:30]))
+        driver_logs = [p.name for p in ray_dir.glob("session_*/logs/*driver*")]
+        assert any(name.endswith(f"_{run.pid}.log") for name in driver_logs), driver_logs
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: the head stops what it started
+        head.wait(timeout=120)
+        shutil.rmtree(ray_dir, ignore_errors=True)

@@ -123,6 +123,56 @@ def test_unusual_images_classify_like_their_rgb_equivalent(models, fixtures, tmp
         assert model.predict(unusual)[0].label == "cheetah", kind
 
 
+def test_transparent_pixels_go_over_white(models, fixtures, tmp_path):
+    """A cut-out PNG (transparent at the left, opaque at the right) is classified as the photo over
+    white, computed here by hand, not over black; a fully transparent image is a white one."""
+    from onnx_mobilenets.runtime.images import load_image
+
+    model = models["mobilenet_v2_1.0_224"]
+    rgb = np.asarray(Image.open(fixtures / "images" / "cheetah.jpg").convert("RGB")).astype(int)
+    height, width, _ = rgb.shape
+    alpha = np.tile(np.linspace(0, 255, width).round().astype(int), (height, 1))[..., None]
+    path = tmp_path / "cutout.png"
+    Image.fromarray(np.dstack([rgb, alpha]).astype(np.uint8), "RGBA").save(path)
+    over_white = np.rint((rgb * alpha + 255 * (255 - alpha)) / 255).astype(np.uint8)
+    over_black = np.rint(rgb * alpha / 255).astype(np.uint8)
+    assert np.abs(np.asarray(load_image(path), int) - over_white).max() <= 1  # Pillow's rounding, at most 1 off
+    ours = model.predict_proba(path)
+    np.testing.assert_allclose(ours, model.predict_proba(over_white), atol=2e-3)
+    assert np.abs(ours - model.predict_proba(over_black)).max() > 0.01  # 10x the tolerance above
+    clear = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    np.testing.assert_array_equal(model.predict_proba(clear), model.predict_proba(Image.new("RGB", (64, 48), "white")))
+
+
+def test_threads_and_graph_optimization_level_reach_onnxruntime(fixture_artifacts, fixtures, tmp_path):
+    """OnnxMobileNet(threads=, graph_optimization_level=) set the session's options: with
+    optimizations off onnxruntime runs the file's graph as it is (nothing fused), and the answers do
+    not change."""
+    path = fixture_artifacts[0] / "mobilenet_v1_0.25_128.onnx"
+    image = fixtures / "images" / "cheetah.jpg"
+    as_run = {}
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{level.name}.onnx")
+        model = OnnxMobileNet(path, providers="cpu", threads=1, graph_optimization_level=level,
+                              session_options=options)
+        assert model._session.get_session_options().intra_op_num_threads == 1
+        assert model._session.get_session_options().graph_optimization_level == level
+        as_run[level.name] = (len(onnx_nodes(tmp_path / f"{level.name}.onnx")), model.predict_proba(image))
+    file_nodes = len(onnx_nodes(path))
+    assert as_run["ORT_DISABLE_ALL"][0] == file_nodes > as_run["ORT_ENABLE_ALL"][0]
+    np.testing.assert_allclose(as_run["ORT_DISABLE_ALL"][1], as_run["ORT_ENABLE_ALL"][1], atol=1e-5)
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            OnnxMobileNet(path, providers="cpu", threads=bad)
+
+
+def onnx_nodes(path) -> list:
+    import onnx
+
+    return list(onnx.load(str(path)).graph.node)
+
+
 def test_exif_rotated_jpeg_matches_the_upright_image(models, fixtures, tmp_path):
     model = models["mobilenet_v2_1.0_224"]
     upright = Image.open(fixtures / "images" / "cheetah.jpg").convert("RGB")  # a clear winner, unlike elephant
@@ -458,6 +508,39 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     from onnx_mobilenets.model_bytes import cpu_has_vnni
 
     assert ("int8 weights, fast" if cpu_has_vnni() else "uint8 weights, exact") in report
+
+
+def _listed(capsys) -> dict:
+    """`list`'s table as {name: cells}."""
+    table = capsys.readouterr().out.split("aliases")[0]
+    return {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.strip()}
+
+
+def test_list_shows_what_is_cached(fixture_artifacts, capsys):
+    out, _ = fixture_artifacts
+    assert cli(["list", "--family", "v1"]) == 0
+    assert {cells[-1] for cells in _listed(capsys).values()} == {"-"}
+    (cache_dir() / "artifacts").mkdir(parents=True)
+    shutil.copy(out / "mobilenet_v1_0.25_128.onnx", cache_dir() / "artifacts")
+    assert cli(["list", "--family", "v1"]) == 0
+    cached = {name for name, cells in _listed(capsys).items() if cells[-1] == "onnx"}
+    assert cached == {"mobilenet_v1_0.25_128"}
+
+
+def test_doctor_prints_the_fix_for_two_onnxruntime_wheels(monkeypatch, capsys):
+    versions = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
+
+    def version(name):
+        if name in versions:
+            return versions[name]
+        raise providers.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(providers.importlib.metadata, "version", version)
+    assert cli(["doctor"]) == 0
+    report = capsys.readouterr().out
+    assert "wheels installed: onnxruntime 1.20.0, onnxruntime-gpu 1.20.0" in report
+    warning = next(line for line in report.splitlines() if "WARNING" in line)
+    assert 'pip uninstall -y onnxruntime onnxruntime-gpu && pip install --no-deps "onnxruntime-gpu>=1.19"' in warning
 
 
 def _gpu_check():

@@ -97,7 +97,8 @@ def test_no_correct_conversion_is_refused(capsys):
     confident = [r for r in results if r["case"][4] > 1]
     assert max(r["parity"]["logits"]["reference_scale"] for r in confident) > 15  # the sweep has confident networks
     # Not just passing: a bound that correct networks come close to would refuse some other one.
-    assert worst["logits"] >= 3 and worst["log_probabilities"] >= 3, worst
+    # docs/validation.md states this margin (12x and 19x measured on the project's machine).
+    assert worst["logits"] >= 10 and worst["log_probabilities"] >= 10, worst
 
 
 def test_network_depth_is_the_exported_graph_depth(fixture_artifacts):

@@ -3,6 +3,7 @@ the GPU bound (CUDA mocked), exit status, JSON, offline without TensorFlow."""
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import WITHOUT_TENSORFLOW, pretend_cuda_is_installed
+from conftest import WITHOUT_TENSORFLOW, pretend_cuda_is_installed, require
 from onnx import numpy_helper
 
 from onnx_mobilenets.cli import engines
@@ -24,9 +25,13 @@ from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check, parity_inpu
 INDEPENDENT = ("OpenVINO-CPU", "OpenCV-DNN")
 
 
-def _installed_independent_engines() -> list:
-    """The independent engines installed here (CI installs both with the [verify] extra)."""
-    return [e.name for e in (engines.OpenVino(), engines.OpenCv()) if e.unavailable() is None]
+def _independent_engines() -> list:
+    """OpenVINO and OpenCV: skipped where the [verify] extra is not installed, a failure in CI."""
+    names = []
+    for engine in (engines.OpenVino(), engines.OpenCv()):
+        require(engine.unavailable() is None, f"{engine.name} (the [verify] extra; .ci/run installs it)")
+        names.append(engine.name)
+    return names
 
 
 def _tampered(src, dst, what):
@@ -73,26 +78,28 @@ def test_golden_record_matches_the_artifact(fixture_artifacts):
     assert not check(np.roll(logits, 1, axis=1), probabilities, "probabilities", tolerance_for("v1")).passed
 
 
-def test_verify_with_keras_reference_and_independent_engines(fixture_artifacts, capsys):
+def test_verify_with_keras_reference_and_independent_engines(fixture_artifacts, capsys, monkeypatch):
     out, _ = fixture_artifacts
+    independent = _independent_engines()
     rows = verify_artifact(out / "mobilenet_v2_1.0_224.onnx")
     by_runtime = {r.runtime: r for r in rows}
     assert [(r.runtime, r.reference) for r in rows][:2] == [("keras", "golden"), ("onnxruntime-CPU", "keras")]
-    installed = _installed_independent_engines()
-    for name in ("keras", "onnxruntime-CPU", *installed):
+    for name in ("keras", "onnxruntime-CPU", *independent):
         row = by_runtime[name]
         assert row.status == "pass" and row.top1_agreement == 1.0, row
         assert 0 <= row.max_abs_diff < row.bound and (row.headroom is None or row.headroom > 1), row
         assert row.version
     assert by_runtime["onnxruntime-CPU"].output == "probabilities" and by_runtime["keras"].output == "logits"
-    for name in set(INDEPENDENT) - set(installed):
-        assert by_runtime[name].status == "skipped" and "[verify]" in by_runtime[name].note
-    if "OpenVINO-CPU" in installed:
-        assert by_runtime["OpenVINO-CPU"].note == "f32 pinned"
+    assert by_runtime["OpenVINO-CPU"].note == "f32 pinned"
     assert cli(["verify", str(out / "mobilenet_v1_0.25_128.onnx"), str(out / "mobilenet_v2_1.0_224.onnx")]) == 0
     table = capsys.readouterr().out
-    assert table.count("PASS") == 2 * (2 + len(installed))
+    assert table.count("PASS") == 2 * (2 + len(independent))
     assert "| mobilenet_v1_0.25_128 | onnxruntime-CPU |" in table and "| keras | golden |" not in table
+    # Where the [verify] extra is missing, the rows say so (skipped, not failed).
+    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name, *a: None)
+    rows = {r.runtime: r for r in verify_artifact(out / "mobilenet_v1_0.25_128.onnx", use_keras=False)}
+    for name in INDEPENDENT:
+        assert rows[name].status == "skipped" and "[verify]" in rows[name].note, rows[name]
 
 
 def test_verify_json_reports_difference_bound_and_headroom(fixture_artifacts, capsys):
@@ -110,9 +117,12 @@ def test_verify_json_reports_difference_bound_and_headroom(fixture_artifacts, ca
 
 
 class _CudaStandIn(ort.InferenceSession):
-    """onnxruntime's CPU session posing as a CUDA one: the CUDA code path runs on a machine without a GPU."""
+    """onnxruntime's CPU session posing as a CUDA one: the CUDA code path runs on a machine without a
+    GPU. Asked for CUDA, it moves the log-probability of class 10 by `shift` (a GPU's own rounding,
+    made visible), so the CUDA row differs from the CPU row by what the test chose."""
 
     requested = []
+    shift = 0.0
 
     def __init__(self, model, sess_options=None, providers=None, **kwargs):
         _CudaStandIn.requested.append(providers)
@@ -122,23 +132,63 @@ class _CudaStandIn(ort.InferenceSession):
     def get_providers(self):
         return self._claimed
 
+    def run(self, output_names, input_feed, run_options=None):
+        outputs = super().run(output_names, input_feed, run_options)
+        if "CUDAExecutionProvider" not in self._claimed or not self.shift:
+            return outputs
+        log_p = np.log(np.maximum(outputs[0].astype(np.float64), 1e-30))
+        log_p[:, 10] += self.shift
+        p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        return [(p / p.sum(axis=1, keepdims=True)).astype(np.float32), *outputs[1:]]
+
 
 @pytest.fixture
 def mocked_cuda(monkeypatch):
     pretend_cuda_is_installed(monkeypatch, _CudaStandIn)
-    _CudaStandIn.requested = []
+    monkeypatch.setattr(_CudaStandIn, "requested", [])
+    monkeypatch.setattr(_CudaStandIn, "shift", 0.0)
     return _CudaStandIn
 
 
 def test_verify_applies_the_gpu_bound_to_cuda(fixture_artifacts, mocked_cuda):
-    out, _ = fixture_artifacts
-    rows = {r.runtime: r for r in verify_artifact(out / "mobilenet_v1_0.25_128.onnx", use_keras=False)}
-    cpu, cuda = rows["onnxruntime-CPU"], rows["onnxruntime-CUDA"]
-    assert cuda.status == "pass" and cuda.note == "TF32 off"
-    # Same outputs (the stand-in computes on the CPU), ten times the bound: cuDNN's algorithm choice.
-    assert cuda.max_abs_diff == cpu.max_abs_diff and cuda.bound == pytest.approx(10 * cpu.bound)
-    cuda_options = next(p[0][1] for p in mocked_cuda.requested if isinstance(p[0], tuple))
+    """The CUDA row is held to ten times the CPU bound (cuDNN's choice of algorithms): a GPU whose
+    outputs move by 3 CPU bounds passes (and would fail on a CPU), by 30 fails."""
+    path = fixture_artifacts[0] / "mobilenet_v1_0.25_128.onnx"
+    _, golden = golden_of(ort.InferenceSession(path).get_modelmeta().custom_metadata_map)
+    cpu_bounds = tolerance_for("v1", "cpu").log_probability_bounds(golden)  # the artifact gives probabilities
+    for shift, expected in ((3, "pass"), (30, "fail")):
+        mocked_cuda.shift = shift * float(cpu_bounds.min())
+        rows = {r.runtime: r for r in verify_artifact(path, use_keras=False)}
+        cpu, cuda = rows["onnxruntime-CPU"], rows["onnxruntime-CUDA"]
+        assert cpu.status == "pass" and cuda.status == expected and cuda.note == "TF32 off", (shift, cuda)
+        assert cuda.max_abs_diff > cpu_bounds.max() > cpu.max_abs_diff  # beyond any CPU bound
+        assert np.isclose(10 * cpu_bounds, cuda.bound, rtol=1e-6).any(), (cuda.bound, cpu_bounds)
+    cuda_options = next(p[0][1] for p in mocked_cuda.requested if p and isinstance(p[0], tuple))
     assert cuda_options["use_tf32"] == 0 and cuda_options["cudnn_conv_algo_search"] == "HEURISTIC"
+
+
+def test_tensorrt_runs_only_in_float32(fixture_artifacts, mocked_cuda, monkeypatch, capsys):
+    """TensorRT (mocked) computes in TF32 unless NVIDIA_TF32_OVERRIDE=0 was set before CUDA started:
+    `verify` sets it, and the row runs under the GPU bound; a user's NVIDIA_TF32_OVERRIDE=1 is kept
+    and the row says why it did not run."""
+    path = fixture_artifacts[0] / "mobilenet_v1_0.25_128.onnx"
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "unset below; restored after the test")
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE")
+    (row,) = [r for r in verify_artifact(path, use_keras=False) if r.runtime == "onnxruntime-TensorRT"]
+    assert row.status == "skipped" and "NVIDIA_TF32_OVERRIDE=0" in row.note, row
+    assert cli(["verify", str(path), "--no-keras", "--json"]) == 0
+    rows = {r["runtime"]: r for r in json.loads(capsys.readouterr().out)}
+    trt, cpu = rows["onnxruntime-TensorRT"], rows["onnxruntime-CPU"]
+    assert trt["status"] == "pass" and trt["note"] == "TF32 off (NVIDIA_TF32_OVERRIDE=0)", trt
+    assert trt["bound"] > 5 * cpu["bound"]  # the GPU bound
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert any(isinstance(p, list) and p and p[0][0] == "TensorrtExecutionProvider" for p in mocked_cuda.requested)
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")
+    assert cli(["verify", str(path), "--no-keras", "--json"]) == 0
+    (trt,) = [r for r in json.loads(capsys.readouterr().out) if r["runtime"] == "onnxruntime-TensorRT"]
+    assert trt["status"] == "skipped" and "TF32" in trt["note"], trt
 
 
 def test_verify_fails_on_a_discrepancy_in_every_engine(fixture_artifacts, tmp_path, capsys, mocked_cuda):
@@ -148,7 +198,7 @@ def test_verify_fails_on_a_discrepancy_in_every_engine(fixture_artifacts, tmp_pa
     bad_golden = _tampered(src, tmp_path / "bad_golden.onnx", "golden")
     rows = verify_artifact(bad_weight, use_keras=False)
     ran = [r for r in rows if r.status != "skipped"]
-    assert {r.runtime for r in ran} >= {"onnxruntime-CPU", "onnxruntime-CUDA", *_installed_independent_engines()}
+    assert {r.runtime for r in ran} >= {"onnxruntime-CPU", "onnxruntime-CUDA", *_independent_engines()}
     assert all(r.status == "fail" and r.max_abs_diff > r.bound for r in ran), rows
     assert cli(["verify", str(bad_weight), "--no-keras"]) == 1  # runtimes vs golden
     assert "FAIL" in capsys.readouterr().out
