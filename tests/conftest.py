@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,13 @@ WITHOUT_TENSORFLOW = (
 # .ci/run sets it: there every optional component the suite checks (independent engines, Ray, qemu)
 # is installed, and one that is missing fails its tests instead of skipping them.
 IN_CI = os.environ.get("ONNX_MOBILENETS_CI") == "1"
+
+
+def ctrl_c_works() -> None:
+    """`preexec_fn` of a child process a test stops with SIGINT, as Ctrl-C would: a shell that
+    runs the tests in the background (as CI may) starts them with SIGINT ignored, the children
+    inherit that, and Python then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def require(available: bool, what: str) -> None:

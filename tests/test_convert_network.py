@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import ctrl_c_works
 from flaky_server import serving
 
 from onnx_mobilenets.cli import main as cli
@@ -102,7 +103,8 @@ def test_ctrl_c_in_a_download_stops_cleanly_and_leaves_no_partial_file(tarballs,
         env = dict(os.environ, ONNX_MOBILENETS_MIRROR=server.base, ONNX_MOBILENETS_HOME=str(tmp_path / "home"))
         out = tmp_path / "out"
         command = [sys.executable, "-m", "onnx_mobilenets.cli", "convert", RETRIED_500, "--output", str(out)]
-        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=ctrl_c_works)
         deadline = time.time() + 120
         while not list((tmp_path / "home").rglob("*.part")) and time.time() < deadline:
             time.sleep(0.05)  # until the download has begun

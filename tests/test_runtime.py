@@ -340,16 +340,23 @@ def test_cuda_provider_binding_is_checked(fake_cuda, caplog, monkeypatch):
         providers.create_session(b"model", ["TensorrtExecutionProvider"])
 
 
-def test_both_onnxruntime_wheels_are_detected(monkeypatch):
-    versions = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
+TWO_WHEELS = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
+
+
+@pytest.fixture
+def two_wheels(monkeypatch):
+    """Both onnxruntime wheels installed, as far as package metadata can tell."""
 
     def version(name):
-        if name in versions:
-            return versions[name]
+        if name in TWO_WHEELS:
+            return TWO_WHEELS[name]
         raise providers.importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(providers.importlib.metadata, "version", version)
-    assert providers.installed_onnxruntime_wheels() == versions
+
+
+def test_both_onnxruntime_wheels_are_detected(two_wheels, monkeypatch):
+    assert providers.installed_onnxruntime_wheels() == TWO_WHEELS
     warning = providers.conflicting_wheels_warning()
     assert "several onnxruntime wheels" in warning and "pip uninstall -y onnxruntime onnxruntime-gpu" in warning
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
@@ -527,15 +534,7 @@ def test_list_shows_what_is_cached(fixture_artifacts, capsys):
     assert cached == {"mobilenet_v1_0.25_128"}
 
 
-def test_doctor_prints_the_fix_for_two_onnxruntime_wheels(monkeypatch, capsys):
-    versions = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
-
-    def version(name):
-        if name in versions:
-            return versions[name]
-        raise providers.importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(providers.importlib.metadata, "version", version)
+def test_doctor_prints_the_fix_for_two_onnxruntime_wheels(two_wheels, capsys):
     assert cli(["doctor"]) == 0
     report = capsys.readouterr().out
     assert "wheels installed: onnxruntime 1.20.0, onnxruntime-gpu 1.20.0" in report

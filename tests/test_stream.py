@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, ctrl_c_works
 from PIL import Image
 
 from onnx_mobilenets import InvalidImageError, OnnxMobileNet
@@ -277,7 +277,7 @@ def _slow_run(v1_path, paths_file, output, extra=()):
     """`predict` in a subprocess, one image per batch so that it can be stopped midway."""
     return subprocess.Popen([sys.executable, "-m", "onnx_mobilenets.cli", "predict", f"@{paths_file}", "--output",
                              str(output), "--model", str(v1_path), "--batch-size", "1", "--workers", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
 
 
 def _wait_for_rows(output: Path, fmt: str, at_least: int, timeout: float = 120):
