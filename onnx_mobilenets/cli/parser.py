@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="convert again even what is up to date in the output folder")
     p.add_argument("--image-input", action="store_true",
                    help="the preprocessing inside the model, whose input is the decoded image (NAME-image.onnx)")
-    p.add_argument("--preprocessing", choices=preprocessing.NAMES, default=preprocessing.DEFAULT,
-                   help="the preprocessing the artifact records, or holds with --image-input (default: default)")
+    _preprocessing_option(p, "the preprocessing the artifact records (holds with --image-input)", preprocessing.DEFAULT)
     p.set_defaults(run=convert.run)
 
     p = commands.add_parser("predict", help="classify images: a few as a table, many into a file (onnxruntime only)")
@@ -65,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--providers", default="auto", help="auto, cuda, cpu, or a comma-separated onnxruntime provider list"
     )
-    p.add_argument("--preprocessing", choices=preprocessing.NAMES,
-                   help="the artifact's own (default), or slim: TF-slim's evaluation preprocessing exactly")
+    _preprocessing_option(p, "the artifact's own (default), or slim: TF-slim's evaluation preprocessing exactly")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on a Ray cluster (ADDRESS, else RAY_ADDRESS, else a local one); writes Parquet")
     p.set_defaults(run=predict.run)
@@ -81,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--workers", type=_positive, help="decoding threads (default: the number of cores)")
     p.add_argument("--providers", default="auto")
-    p.add_argument("--preprocessing", choices=preprocessing.NAMES,
-                   help="the artifact's own (default), or slim: TF-slim's, to reproduce the published accuracy")
+    _preprocessing_option(p, "the artifact's own (default), or slim: TF-slim's, to reproduce the published accuracy")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=evaluate.run)
@@ -107,13 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="the site's folder")
     p.add_argument("--ort-web", metavar="DIR",
                    help="copy onnxruntime-web from this dist folder (offline sites) instead of its pinned URL")
-    p.add_argument("--preprocessing", choices=preprocessing.NAMES, default=preprocessing.DEFAULT,
-                   help="the preprocessing inside the artifact (default: default)")
+    _preprocessing_option(p, "the preprocessing inside the artifact", preprocessing.DEFAULT)
     p.set_defaults(run=web.run)
 
     p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
     p.set_defaults(run=doctor.run)
     return parser
+
+
+def _preprocessing_option(command, meaning: str, default=None) -> None:
+    command.add_argument("--preprocessing", choices=preprocessing.NAMES, default=default,
+                         help=f"{meaning} (default: {default})" if default else meaning)
 
 
 def _positive(text: str) -> int:
