@@ -197,8 +197,14 @@ def test_bad_input_gets_a_message_and_the_page_keeps_working(browser, served, v2
     broken = root / "broken"
     shutil.copytree(root / "v2", broken)
     (broken / "site.json").write_text((broken / "site.json").read_text().replace("models/", "missing/"))
+    # Both files are missing: the model is named, whichever 404 arrives first (it once raced).
     with _page(browser, f"{base}/broken/", expect="error") as page:
         assert "cannot load missing/mobilenet_v2_1.0_224-image.onnx: HTTP 404" in page.text_content("#message")
+    no_labels = root / "no-labels"
+    shutil.copytree(root / "v2", no_labels)
+    (no_labels / "models" / "mobilenet_v2_1.0_224-image.labels.json").unlink()
+    with _page(browser, f"{base}/no-labels/", expect="error") as page:
+        assert "cannot load models/mobilenet_v2_1.0_224-image.labels.json: HTTP 404" in page.text_content("#message")
 
 
 def test_the_web_command_refuses_what_it_cannot_serve_and_writes_nothing(fixture_artifacts, parity_sites, tmp_path,

@@ -19,7 +19,14 @@ export async function load(modelUrl, options = {}) {
     throw new Error("onnxruntime-web is not loaded: include ort.wasm.min.js (or ort.min.js) before load()");
   }
   const labelsUrl = options.labelsUrl || modelUrl.replace(/\.onnx$/, ".labels.json");
-  const [bytes, record] = await Promise.all([fetchBytes(modelUrl), fetchJson(labelsUrl)]);
+  // Both downloads run at once; a failure is reported model first, so the message does not depend
+  // on which request the network happened to finish first.
+  const settled = await Promise.allSettled([fetchBytes(modelUrl), fetchJson(labelsUrl)]);
+  const failed = settled.find((result) => result.status === "rejected");
+  if (failed) {
+    throw failed.reason;
+  }
+  const [bytes, record] = settled.map((result) => result.value);
   if (!Array.isArray(record.labels) || record.labels.length !== 1000) {
     throw new Error(`${labelsUrl} does not hold the 1000 ImageNet labels`);
   }
