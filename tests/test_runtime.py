@@ -1,22 +1,20 @@
 """OnnxMobileNet: predictions on the fixture artifacts, every kind of input, bad input, threads,
 providers (CUDA mocked), name resolution, and the predict/list/doctor commands."""
 
-import contextlib
-import functools
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gpu_check
 import numpy as np
 import onnxruntime as ort
 import pytest
+from browser_page import serving
 from conftest import FIXTURE_NAMES, IMAGES, WITHOUT_TENSORFLOW, assert_top5_matches, pretend_cuda_is_installed
 from PIL import Image
 
@@ -399,7 +397,7 @@ def test_name_resolution_cache_and_published_artifacts(fixture_artifacts, tmp_pa
         OnnxMobileNet(name)
 
     # Published artifacts at a URL: downloaded, checked, cached; the cache then comes first.
-    with _serving(out) as url:
+    with serving(out) as url:
         monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", url)
         model = OnnxMobileNet(name)
     cached = cache_dir() / "artifacts" / f"{name}.onnx"
@@ -416,28 +414,13 @@ def test_name_resolution_cache_and_published_artifacts(fixture_artifacts, tmp_pa
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["artifacts"][name]["sha256"] = "0" * 64
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    with _serving(bad) as url:
+    with serving(bad) as url:
         monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", url)
         with pytest.raises(ChecksumError):
             OnnxMobileNet(name)
         assert not cached.exists()
         with pytest.raises(ModelNotFoundError, match="no valid manifest entry"):
             OnnxMobileNet("mobilenet_v2_0.5_96")
-
-
-@contextlib.contextmanager
-def _serving(folder):
-    """An HTTP server on 127.0.0.1 serving `folder`; yields its base URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 TENSORFLOW_LOG_LINE = re.compile(r"absl::InitializeLog|cudart_stub|oneDNN|cuda drivers|tensorflow/|^[IWE]\d{4} ", re.M)
@@ -542,17 +525,6 @@ def test_doctor_prints_the_fix_for_two_onnxruntime_wheels(two_wheels, capsys):
     assert 'pip uninstall -y onnxruntime onnxruntime-gpu && pip install --no-deps "onnxruntime-gpu>=1.19"' in warning
 
 
-def _gpu_check():
-    """tools/gpu_check.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[1] / "tools"
-                                                  / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class _OffByAGpu(OnnxRuntime):
     """A stand-in GPU provider: onnxruntime's CPU session, its logit of class 10 moved by `shift` (in
     logits for float artifacts, in quantization steps for quantized ones)."""
@@ -581,7 +553,6 @@ def test_gpu_check_judges_a_gpu_by_the_gpu_rules(fixture_artifacts, quant_artifa
     """tools/gpu_check.py holds a GPU to `verify`'s GPU rules: on a float artifact, 10x the CPU
     bound (a logit moved by 3 CPU bounds passes there, would fail on a CPU, and by 30 fails); on a
     quantized one, the rule for other engines (3 steps pass, 12 fail)."""
-    gpu_check = _gpu_check()
     float_path = out_path = fixture_artifacts[0] / "mobilenet_v1_0.25_128.onnx"
     meta = OnnxRuntime("cpu").session(float_path).get_modelmeta().custom_metadata_map
     from onnx_mobilenets.contract import golden_of

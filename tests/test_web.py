@@ -3,17 +3,13 @@ Playwright, with onnxruntime-web from npm (tests/web/package-lock.json). The bro
 engine under `verify`'s rules; the page classifies the fixture photographs, and says what is wrong
 with bad input while it keeps working."""
 
-import base64
-import contextlib
-import functools
-import http.server
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from browser_page import CHROMIUM_FLAGS, IMAGE_DATA_JS, image_data_args, open_page, serving
 from conftest import REPO_ROOT, require, require_module
 from PIL import Image
 
@@ -25,9 +21,6 @@ from onnx_mobilenets.conversion import convert_variant
 
 ORT_WEB = REPO_ROOT / "tests" / "web" / "node_modules" / "onnxruntime-web" / "dist"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Headless Chromium as root in a closed network: no sandbox, no GPU, no background connections.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # (variant, preprocessing, fixture tarball)
 PARITY_CASES = [("mobilenet_v1_0.25_128", "default", "mobilenet_v1_0.25_128.tgz"),
                 ("mobilenet_v1_0.25_128", "slim", "mobilenet_v1_0.25_128.tgz"),
@@ -50,30 +43,13 @@ def browser():
 def served(tmp_path_factory):
     """A static file server on 127.0.0.1 over a folder of sites; yields (folder, base URL)."""
     root = tmp_path_factory.mktemp("sites")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(root) as base:
+        yield root, base
 
 
 def _site(artifact: Path, folder: Path) -> Path:
     assert cli(["web", str(artifact), "--output", str(folder), "--ort-web", str(ORT_WEB)]) == 0
     return folder
-
-
-@contextlib.contextmanager
-def _page(browser, url: str, expect: str = "ready"):
-    page = browser.new_page()
-    try:
-        page.goto(url)
-        page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
-        assert page.evaluate("document.body.dataset.state") == expect, page.text_content("#message")
-        yield page
-    finally:
-        page.close()
 
 
 class Browser(Engine):
@@ -91,13 +67,11 @@ class Browser(Engine):
     def run(self, path, feeds: list) -> np.ndarray:
         rows = []
         for feed in feeds:  # each (1, H, W, 3): one image, as ImageData (RGBA)
-            _, height, width, _ = feed.shape
-            rgba = np.concatenate([feed[0], np.full((height, width, 1), 255, np.uint8)], axis=2)
             rows.append(self.page.evaluate(
-                """async ([data, width, height]) => {
-                    const bytes = Uint8ClampedArray.from(atob(data), (c) => c.charCodeAt(0));
-                    return Array.from(await window.model.probabilities(new ImageData(bytes, width, height)));
-                }""", [base64.b64encode(rgba.tobytes()).decode(), width, height]))
+                f"""async ([data, width, height]) => {{
+                    {IMAGE_DATA_JS}
+                    return Array.from(await window.model.probabilities(image));
+                }}""", image_data_args(feed[0])))
         return np.asarray(rows, np.float32)
 
 
@@ -134,7 +108,7 @@ def test_the_browser_computes_what_onnxruntime_computes(browser, parity_sites, n
     the artifact's golden record: float within the float32 bound, uint8 within the rule for engines
     that round their own way; and the same top-1 as onnxruntime in Python on the same pixels."""
     path, url = parity_sites[name, chosen]
-    with _page(browser, url) as page:
+    with open_page(browser, url) as page:
         version = page.evaluate("ort.env.versions.web")
         cpu, web = verify_artifact(path, use_keras=False, engines=[OnnxRuntime("cpu"), Browser(page, version)])
         assert cpu.status == "pass" and web.status == "pass", (cpu, web)
@@ -144,7 +118,7 @@ def test_the_browser_computes_what_onnxruntime_computes(browser, parity_sites, n
 
 def test_a_tampered_artifact_fails_in_the_browser(browser, parity_sites):
     path, url = parity_sites["tampered"]
-    with _page(browser, url) as page:
+    with open_page(browser, url) as page:
         (row,) = verify_artifact(path, use_keras=False, engines=[Browser(page, "1.30.0")])
         assert row.status == "fail" and row.max_abs_diff > row.bound
 
@@ -173,7 +147,7 @@ def _classify_file(page, path) -> str:
 
 
 def test_the_page_classifies_the_photographs(browser, v2_site, fixtures, tmp_path):
-    with _page(browser, v2_site) as page:
+    with open_page(browser, v2_site) as page:
         assert "mobilenet_v2_1.0_224 (default preprocessing)" in page.text_content("#about")
         assert _classify_file(page, fixtures / "images" / "elephant.jpg") in ("African elephant", "tusker")
         assert len(page.query_selector_all("#results .row")) == 5
@@ -185,7 +159,7 @@ def test_the_page_classifies_the_photographs(browser, v2_site, fixtures, tmp_pat
 
 
 def test_bad_input_gets_a_message_and_the_page_keeps_working(browser, served, v2_site, fixtures, tmp_path):
-    with _page(browser, v2_site) as page:
+    with open_page(browser, v2_site) as page:
         text = tmp_path / "notes.jpg"
         text.write_text("not an image at all")
         assert "is not an image this browser can decode" in _classify_file(page, text)
@@ -198,12 +172,12 @@ def test_bad_input_gets_a_message_and_the_page_keeps_working(browser, served, v2
     shutil.copytree(root / "v2", broken)
     (broken / "site.json").write_text((broken / "site.json").read_text().replace("models/", "missing/"))
     # Both files are missing: the model is named, whichever 404 arrives first (it once raced).
-    with _page(browser, f"{base}/broken/", expect="error") as page:
+    with open_page(browser, f"{base}/broken/", expect="error") as page:
         assert "cannot load missing/mobilenet_v2_1.0_224-image.onnx: HTTP 404" in page.text_content("#message")
     no_labels = root / "no-labels"
     shutil.copytree(root / "v2", no_labels)
     (no_labels / "models" / "mobilenet_v2_1.0_224-image.labels.json").unlink()
-    with _page(browser, f"{base}/no-labels/", expect="error") as page:
+    with open_page(browser, f"{base}/no-labels/", expect="error") as page:
         assert "cannot load models/mobilenet_v2_1.0_224-image.labels.json: HTTP 404" in page.text_content("#message")
 
 

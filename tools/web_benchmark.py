@@ -14,17 +14,14 @@ writes JSON.
 from __future__ import annotations
 
 import argparse
-import base64
-import functools
-import http.server
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from browser_page import CHROMIUM_FLAGS, IMAGE_DATA_JS, image_data_args, open_page, serving
 
 from onnx_mobilenets import OnnxMobileNet
 from onnx_mobilenets.cli import main as cli
@@ -32,37 +29,22 @@ from onnx_mobilenets.parity import parity_images
 from onnx_mobilenets.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-class _Isolated(http.server.SimpleHTTPRequestHandler):
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 def browser_ms(page, image: np.ndarray, warmup: int, runs: int) -> list:
     """Per-call milliseconds of `window.model.probabilities` on `image`, measured in the page."""
-    height, width, _ = image.shape
-    rgba = np.concatenate([image, np.full((height, width, 1), 255, np.uint8)], axis=2)
     return page.evaluate(
-        """async ([data, width, height, warmup, runs]) => {
-            const bytes = Uint8ClampedArray.from(atob(data), (c) => c.charCodeAt(0));
-            const image = new ImageData(bytes, width, height);
+        f"""async ([data, width, height, warmup, runs]) => {{
+            {IMAGE_DATA_JS}
             for (let i = 0; i < warmup; i++) await window.model.probabilities(image);
             const times = [];
-            for (let i = 0; i < runs; i++) {
+            for (let i = 0; i < runs; i++) {{
                 const started = performance.now();
                 await window.model.probabilities(image);
                 times.push(performance.now() - started);
-            }
+            }}
             return times;
-        }""", [base64.b64encode(rgba.tobytes()).decode(), width, height, warmup, runs])
+        }}""", [*image_data_args(image), warmup, runs])
 
 
 def native_ms(artifact: Path, image: np.ndarray, threads: int, warmup: int, runs: int) -> list:
@@ -83,25 +65,17 @@ def measure(artifacts: list, ort_web: Path, chromium: str, warmup: int, runs: in
 
     image = np.resize(parity_images(448, count=2, seed=11)[1], (480, 640, 3))
     rows = []
-    with tempfile.TemporaryDirectory(prefix="onnx-mobilenets-web-bench-") as root:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Isolated, directory=root))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with tempfile.TemporaryDirectory(prefix="onnx-mobilenets-web-bench-") as root, serving(root, isolated=True) as base:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
             for artifact in artifacts:
                 if cli(["web", str(artifact), "--output", f"{root}/{artifact.stem}", "--ort-web", str(ort_web)]):
                     raise SystemExit(f"error: cannot make a site of {artifact}")
                 for threads in (1, 2):
-                    page = browser.new_page()
-                    page.goto(f"{base}/{artifact.stem}/?threads={threads}")
-                    page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
-                    if page.evaluate("document.body.dataset.state") != "ready":
-                        raise SystemExit(f"error: {page.text_content('#message')}")
-                    isolated = page.evaluate("crossOriginIsolated")
-                    first = browser_ms(page, image, 0, 1)[0]
-                    web = browser_ms(page, image, warmup, runs)
-                    page.close()
+                    with open_page(browser, f"{base}/{artifact.stem}/?threads={threads}") as page:
+                        isolated = page.evaluate("crossOriginIsolated")
+                        first = browser_ms(page, image, 0, 1)[0]
+                        web = browser_ms(page, image, warmup, runs)
                     native = native_ms(artifact, image, threads, warmup, runs)
                     rows.append({"artifact": artifact.stem, "threads": threads, "cross_origin_isolated": isolated,
                                  "browser_first_ms": first, "browser_ms": float(np.median(web)),
@@ -109,7 +83,6 @@ def measure(artifacts: list, ort_web: Path, chromium: str, warmup: int, runs: in
                                  "browser_over_native": float(np.median(web) / np.median(native))})
                     print(json.dumps(rows[-1]), flush=True)
             browser.close()
-        server.shutdown()
     return rows
 
 
