@@ -11,7 +11,6 @@ metadata), and ``site.json`` (what the page loads). onnxruntime-web comes from a
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -69,7 +68,6 @@ def _ort_web(local, site: Path) -> tuple:
     if not local:
         return ORT_WEB_URL + ORT_FILES[0], ORT_WEB_URL
     folder = Path(local)
-    (site / "ort").mkdir(exist_ok=True)
     for name in ORT_FILES:
-        shutil.copyfile(folder / name, site / "ort" / name)
+        atomic_write(site / "ort" / name, (folder / name).read_bytes())
     return "ort/" + ORT_FILES[0], "ort/"
