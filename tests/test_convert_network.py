@@ -3,6 +3,7 @@ local HTTP server on 127.0.0.1 that fails on purpose, goes on past what fails, s
 partial file, and a rerun converts only what is left."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,3 +115,120 @@ def test_ctrl_c_in_a_download_stops_cleanly_and_leaves_no_partial_file(tarballs,
     assert "interrupted" in err and "0 converted" in out
     assert _partial_files(tmp_path / "home", tmp_path / "out") == []
     assert not (tmp_path / "out" / f"{RETRIED_500}.onnx").exists()
+
+
+def test_ctrl_c_during_a_conversion_stops_cleanly_and_leaves_no_partial_file(fixtures, tmp_path):
+    """Ctrl-C once the conversion itself runs (TensorFlow, tf2onnx, the gates): exit status 130, the
+    summary, and neither an artifact nor a manifest nor a temporary file in the output folder."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "onnx_mobilenets.cli", "convert", "mobilenet_v1_0.25_128", "--checkpoint",
+               str(fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz"), "--output", str(out)]
+    env = dict(os.environ, ONNX_MOBILENETS_HOME=str(tmp_path / "home"))
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           preexec_fn=ctrl_c_works)
+    deadline = time.time() + 120
+    while not list((tmp_path / "home").rglob("*.index")) and time.time() < deadline:
+        time.sleep(0.05)  # until the checkpoint is read: TensorFlow is up, the model being built
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    printed, err = run.communicate(timeout=120)
+    assert run.returncode == 130, printed + err
+    assert "interrupted: no partial file is left" in err and "0 converted" in printed
+    assert not out.exists() or list(out.iterdir()) == []
+    assert _partial_files(tmp_path / "home") == []
+
+
+@pytest.fixture(scope="module")
+def opset15_output(fixtures, tmp_path_factory):
+    """A folder `convert mobilenet_v1_0.25_128 --opset 15` wrote (artifact and manifest), made once."""
+    out = tmp_path_factory.mktemp("opset15")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("opset15_cache")))
+        assert cli(["convert", "mobilenet_v1_0.25_128", "--checkpoint",
+                    str(fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz"), "--output", str(out),
+                    "--opset", "15"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("interrupted", ["artifact", "manifest"])
+def test_ctrl_c_while_a_file_is_written_leaves_no_partial_file(fixtures, opset15_output, tmp_path, monkeypatch,
+                                                               capsys, interrupted):
+    """Ctrl-C (a KeyboardInterrupt) halfway through writing the artifact, or the manifest after it:
+    no temporary file stays, the manifest is the one before; an artifact whose manifest entry was
+    not written is not taken for up to date."""
+    import inspect
+
+    from onnx_mobilenets import files
+
+    out = tmp_path / "out"
+    shutil.copytree(opset15_output, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    writes = []
+    real_fdopen = files.os.fdopen
+
+    def interrupted_write(fd, *args, **kwargs):
+        handle = real_fdopen(fd, *args, **kwargs)
+        if inspect.stack()[1].function != "atomic_write":
+            return handle
+        writes.append(fd)
+        if len(writes) == (1 if interrupted == "artifact" else 2):
+            real_write = handle.write
+
+            def half_then_interrupt(data):
+                real_write(data[:len(data) // 2])
+                raise KeyboardInterrupt
+
+            handle.write = half_then_interrupt
+        return handle
+
+    monkeypatch.setattr(files.os, "fdopen", interrupted_write)
+    arguments = ["convert", "mobilenet_v1_0.25_128", "--checkpoint",
+                 str(fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz"), "--output", str(out)]
+    assert cli(arguments) == 130
+    monkeypatch.undo()
+    assert "interrupted: no partial file is left" in capsys.readouterr().err
+    assert _partial_files(out) == []
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before) and after["manifest.json"] == before["manifest.json"]
+    if interrupted == "artifact":
+        assert after == before  # the opset-15 artifact, untouched
+    else:  # the new artifact is whole, but its manifest entry is the old one's
+        assert after["mobilenet_v1_0.25_128.onnx"] != before["mobilenet_v1_0.25_128.onnx"]
+        assert cli(arguments) == 0 and "1 converted, 0 already up to date" in capsys.readouterr().out
+
+
+def test_an_artifact_is_out_of_date_when_the_version_the_source_or_its_bytes_change(fixtures, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """`convert` skips an artifact only while its package version, its source's SHA-256 and its
+    file's bytes are those recorded: a change to any one converts it again."""
+    import gzip
+    import tarfile
+
+    from onnx_mobilenets.conversion import artifact as artifact_module
+    from onnx_mobilenets.conversion import convert as convert_module
+
+    out = tmp_path / "out"
+    tarball = fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz"
+    arguments = ["convert", "mobilenet_v1_0.25_128", "--output", str(out), "--checkpoint"]
+    assert cli([*arguments, str(tarball)]) == 0
+    capsys.readouterr()
+    assert cli([*arguments, str(tarball)]) == 0 and "0 converted, 1 already up to date" in capsys.readouterr().out
+
+    # The same checkpoint in other bytes (recompressed): another SHA-256, so another source.
+    repacked = tmp_path / "repacked.tgz"
+    with tarfile.open(tarball) as source, gzip.open(repacked, "wb", compresslevel=1) as target:
+        with tarfile.open(fileobj=target, mode="w") as copy:
+            for member in source.getmembers():
+                copy.addfile(member, source.extractfile(member) if member.isfile() else None)
+    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out
+    assert cli([*arguments, str(repacked)]) == 0 and "1 already up to date" in capsys.readouterr().out
+
+    for module in (convert_module, artifact_module):  # another version of the package, as each module sees it
+        monkeypatch.setattr(module, "__version__", "0.0.0-other")
+    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out  # back to ours
+    artifact = out / "mobilenet_v1_0.25_128.onnx"
+    artifact.write_bytes(artifact.read_bytes() + b"\0")  # the file changed after conversion
+    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out
+    assert cli([*arguments, str(repacked)]) == 0 and "1 already up to date" in capsys.readouterr().out

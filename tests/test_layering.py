@@ -37,24 +37,62 @@ def source_files(root: Path = REPO):
             yield ".".join([package, *parts]), path
 
 
-def imports_of(module: str, path: Path):
-    """(imported module, line, imported names) for every import in the file, functions included."""
+def facade_runtime_names(root: Path = REPO) -> set:
+    """The names the package's facade hands out lazily from the runtime (``from onnx_mobilenets import
+    OnnxMobileNet`` is an import of the runtime): those of ``runtime/__init__.py``'s ``__all__``."""
+    for node in ast.parse((root / "runtime" / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+def _relative(module: str, is_package: bool, level: int, name: str) -> str:
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[:len(base) - level + 1]
+    return ".".join(base + ([name] if name else []))
+
+
+def _import_module_call(node, module: str, is_package: bool):
+    """The module that ``importlib.import_module("NAME"[, package])`` with a literal NAME imports,
+    else None. A relative NAME is taken from `package` as importlib does (``__package__``: this
+    module's package; ``__name__``: this module's name, itself a package's in an ``__init__``)."""
+    function = node.func
+    called = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+    if called != "import_module" or not node.args or not isinstance(node.args[0], ast.Constant):
+        return None
+    name = node.args[0].value
+    if not isinstance(name, str):
+        return None
+    level = len(name) - len(name.lstrip("."))
+    if not level:
+        return name
+    anchor = node.args[1] if len(node.args) > 1 else None
+    package = module if (getattr(anchor, "id", "") == "__name__" or is_package) else module.rpartition(".")[0]
+    base = package.split(".")
+    return ".".join(base[:len(base) - level + 1] + [name[level:]])
+
+
+def imports_of(module: str, path: Path, root: Path = REPO):
+    """(imported module, line, imported names) for every import in the file, functions included, and
+    every ``importlib.import_module`` of a literal name."""
     is_package = path.name == "__init__.py"
+    lazy_runtime = facade_runtime_names(root)
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno, ()
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".") if is_package else module.split(".")[:-1]
-                base = base[:len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
+            target = _relative(module, is_package, node.level, node.module) if node.level else node.module
             names = tuple(a.name for a in node.names)
             yield target, node.lineno, names
             for name in names:  # `from . import runtime` imports a module
                 yield f"{target}.{name}", node.lineno, ()
+                if target == PUBLIC_FACE and name in lazy_runtime:
+                    yield f"{PUBLIC_FACE}.runtime", node.lineno, ()
+        elif isinstance(node, ast.Call):
+            named = _import_module_call(node, module, is_package)
+            if named:
+                yield named, node.lineno, ()
 
 
 def wrong_way_arrows(root: Path = REPO) -> list:
@@ -64,7 +102,7 @@ def wrong_way_arrows(root: Path = REPO) -> list:
         if module == PUBLIC_FACE:
             continue
         mine = floor_of(module)
-        for target, line, _ in imports_of(module, path):
+        for target, line, _ in imports_of(module, path, root):
             theirs = floor_of(target)
             if not theirs or theirs == mine or (path, line) in seen:
                 continue
@@ -100,10 +138,19 @@ def test_the_check_names_an_upward_import(tmp_path):
     (tmp_path / "onnx_mobilenets" / "planted.py").write_text(
         "def f():\n    from .runtime import OnnxMobileNet\n    return OnnxMobileNet\n")
     (tmp_path / "conversion" / "planted.py").write_text("from onnx_mobilenets.runtime.model import OnnxMobileNet\n")
+    # The facade's lazy names are the runtime; a module named to importlib is imported.
+    (tmp_path / "conversion" / "facade.py").write_text("from onnx_mobilenets import OnnxMobileNet, get_variant\n")
+    (tmp_path / "conversion" / "dynamic.py").write_text(
+        "import importlib\n\n\ndef f():\n    return importlib.import_module('onnx_mobilenets.runtime.stream')\n")
+    (tmp_path / "runtime" / "relative.py").write_text(
+        "from importlib import import_module\n\nconvert = import_module('..conversion.convert', __package__)\n")
     found = wrong_way_arrows(tmp_path)
     assert any("onnx_mobilenets/planted.py:2" in f and "upward" in f for f in found), found
     assert any("conversion/planted.py:1" in f and "sideways" in f for f in found), found
-    assert len(found) == 2, found
+    assert any("conversion/facade.py:1" in f and "sideways" in f for f in found), found
+    assert any("conversion/dynamic.py:5" in f and "sideways" in f for f in found), found
+    assert any("runtime/relative.py:3" in f and "sideways" in f for f in found), found
+    assert len(found) == 5, found
 
 
 def test_no_private_name_crosses_a_module():
@@ -144,3 +191,4 @@ def test_no_function_is_longer_than_60_lines():
 )
 def test_floors(module, floor):
     assert floor_of(module) == floor
+

@@ -142,6 +142,48 @@ def test_transparent_pixels_go_over_white(models, fixtures, tmp_path):
     np.testing.assert_array_equal(model.predict_proba(clear), model.predict_proba(Image.new("RGB", (64, 48), "white")))
 
 
+def test_gray_and_rgba_arrays(models, fixtures):
+    """An HxW uint8 array is a grayscale image, HxWx1 the same; an HxWx4 one is RGBA, its
+    transparent pixels over white (opaque: the RGB image itself)."""
+    model = models["mobilenet_v2_1.0_224"]
+    rgb = np.asarray(Image.open(fixtures / "images" / "cheetah.jpg").convert("RGB"))
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    as_rgb = np.repeat(gray[..., None], 3, axis=2)
+    np.testing.assert_array_equal(model.predict_proba(gray), model.predict_proba(as_rgb))
+    np.testing.assert_array_equal(model.predict_proba(gray[..., None]), model.predict_proba(as_rgb))
+    assert model.predict(gray)[0].label == "cheetah"
+    opaque = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    np.testing.assert_array_equal(model.predict_proba(opaque), model.predict_proba(rgb))
+    alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).round().astype(np.uint8), (rgb.shape[0], 1))
+    cutout = np.dstack([rgb, alpha])
+    over_white = np.rint((rgb.astype(int) * alpha[..., None] + 255 * (255 - alpha[..., None].astype(int))) / 255)
+    ours = model.predict_proba(cutout)
+    np.testing.assert_allclose(ours, model.predict_proba(over_white.astype(np.uint8)), atol=2e-3)
+    assert np.abs(ours - model.predict_proba(rgb)).max() > 0.01  # the alpha channel was not dropped
+
+
+def test_jpeg_draft_decodes_large_jpegs_smaller(models, fixtures, tmp_path):
+    """jpeg_draft=True: a JPEG much larger than the crop needs is decoded at a reduced scale (a
+    different, close input, the same answer); a small JPEG, a PIL image and an array are not."""
+    from onnx_mobilenets.runtime.images import load_image
+
+    path = models["mobilenet_v1_0.25_128"].path
+    drafted, exact = (OnnxMobileNet(path, providers="cpu", jpeg_draft=draft) for draft in (True, False))
+    photo = Image.open(fixtures / "images" / "cheetah.jpg").convert("RGB")
+    large = tmp_path / "large.jpg"
+    photo.resize((photo.width * 4, photo.height * 4), Image.BICUBIC).save(large, quality=92)
+    assert load_image(large, draft_size=300).width < photo.width * 4 <= load_image(large).width
+    a, b = drafted.preprocess(large), exact.preprocess(large)
+    assert 0 < np.abs(a - b).max() < 0.5  # float inputs in [-1, 1]: another decode of the same photo
+    assert drafted.predict(large)[0].label == exact.predict(large)[0].label == "cheetah"
+    small = tmp_path / "small.jpg"  # the crop needs all of it
+    photo.resize((500, 300)).save(small, quality=92)
+    np.testing.assert_array_equal(drafted.preprocess(small), exact.preprocess(small))
+    decoded = Image.open(large)
+    np.testing.assert_array_equal(drafted.preprocess(decoded), exact.preprocess(decoded))
+    np.testing.assert_array_equal(drafted.preprocess(np.asarray(decoded)), exact.preprocess(np.asarray(decoded)))
+
+
 def test_threads_and_graph_optimization_level_reach_onnxruntime(fixture_artifacts, fixtures, tmp_path):
     """OnnxMobileNet(threads=, graph_optimization_level=) set the session's options: with
     optimizations off onnxruntime runs the file's graph as it is (nothing fused), and the answers do
@@ -455,16 +497,41 @@ def test_what_convert_writes_is_what_the_runtime_finds(fixtures, tmp_path):
     assert "converting" not in used.stderr and artifact.stat().st_mtime_ns == written
 
 
-def test_name_resolution_converts_locally_when_it_can(fixtures, tmp_path, monkeypatch):
-    # The official name of a variant without a published checksum, served from a mirror folder holding
-    # the fixture tarball: the runtime converts it in a subprocess and caches the result.
+def test_name_resolution_converts_locally_when_it_can(fixtures, tmp_path):
+    """The official name of a variant without a published checksum, served from a mirror folder
+    holding the fixture tarball: the runtime converts it in a subprocess and caches the result, and
+    TensorFlow, tf2onnx and onnx never enter the caller's process."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     shutil.copy(fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz", mirror / "mobilenet_v1_0.25_160.tgz")
-    monkeypatch.setenv("ONNX_MOBILENETS_MIRROR", str(mirror))
-    model = OnnxMobileNet("mobilenet_v1_0.25_160")
-    assert model.path == cache_dir() / "artifacts" / "mobilenet_v1_0.25_160.onnx"
-    assert model.input_size == 160 and model.predict(fixtures / "images" / "cheetah.jpg")[0].label == "cheetah"
+    env = dict(os.environ, ONNX_MOBILENETS_HOME=str(tmp_path / "home"), ONNX_MOBILENETS_MIRROR=str(mirror))
+    code = (
+        "import sys\n"
+        "from onnx_mobilenets import OnnxMobileNet\n"
+        "model = OnnxMobileNet('mobilenet_v1_0.25_160')\n"
+        f"print(model.path, model.input_size, model.predict({str(fixtures / 'images' / 'cheetah.jpg')!r})[0].label)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf2onnx', 'onnx', 'keras')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [str(tmp_path / "home" / "artifacts" / "mobilenet_v1_0.25_160.onnx"), "160", "cheetah"]
+    assert lines[1] == "[]"
+
+
+def test_published_artifacts_come_before_a_local_conversion(fixture_artifacts, monkeypatch):
+    """With the [convert] extra installed, a name listed under ONNX_MOBILENETS_ARTIFACTS_URL is
+    taken from there: no local conversion is even tried."""
+    out, _ = fixture_artifacts
+    name = "mobilenet_v1_0.25_128"
+    monkeypatch.setenv("ONNX_MOBILENETS_ARTIFACTS_URL", str(out))
+    assert artifacts.conversion_available()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError(f"converted locally: {args}")
+
+    monkeypatch.setattr(artifacts.subprocess, "run", no_conversion)
+    assert OnnxMobileNet(name, providers="cpu").path == out / f"{name}.onnx"
 
 
 def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):

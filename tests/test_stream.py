@@ -290,7 +290,7 @@ def _wait_for_rows(output: Path, fmt: str, at_least: int, timeout: float = 120):
     raise AssertionError(f"{watched} did not grow")
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_a_stopped_run_leaves_a_readable_file_and_resume_completes_it(v1_path, tmp_path, fmt, stop):
     photos = _large_photos(tmp_path / "photos", 400)  # ~15 s of work: stopped after 20 rows, far from done
@@ -301,7 +301,7 @@ def test_a_stopped_run_leaves_a_readable_file_and_resume_completes_it(v1_path, t
     _wait_for_rows(output, fmt, 20)
     run.send_signal(stop)
     run.communicate(timeout=120)
-    if stop == signal.SIGINT:
+    if stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or `kill`: the run ends as it does on Ctrl-C
         assert run.returncode == 130
         partial = _read_rows(output, fmt)  # readable, every row whole
         assert 0 < len(partial) < len(photos)
