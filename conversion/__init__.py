@@ -9,12 +9,12 @@ lines can be filtered.
 
 import importlib
 
-from onnx_mobilenets import catalogue
-
 # public name -> the module (in this package) that defines it
 _EXPORTS = {
     "MobileNet": "mobilenet_v1",
     "MobileNetV2": "mobilenet_v2",
+    "build_variant": "build",
+    "keras_reference": "build",
     "export_onnx": "export",
     "logits_model": "export",
     "convert_variant": "convert",
@@ -28,33 +28,10 @@ _EXPORTS = {
     "preprocessing_model": "preprocessing_graph",
 }
 
-__all__ = ["build_variant", *_EXPORTS]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def build_variant(name: str, weights="official", **kwargs):
-    """The Keras model of catalogue variant `name` at its resolution.
-
-    `weights`: "official" (the variant's own checkpoint, downloaded and cached), a local checkpoint
-    (tarball, folder or prefix), or None for random weights. Other keyword arguments go to the builder.
-    """
-    from .mobilenet_v1 import MobileNet
-    from .mobilenet_v2 import MobileNetV2
-
-    variant = catalogue.get_variant(name)
-    if variant.quantized:
-        raise ValueError(
-            f"{variant.name} is Google's uint8 TFLite model, not a Keras checkpoint: convert it with "
-            f"`onnx-mobilenets convert {variant.name}`, or build {variant.name[: -len(catalogue.QUANT_SUFFIX)]}"
-        )
-    builder = MobileNet if variant.family == "v1" else MobileNetV2
-    if weights == "official":
-        weights = variant.name
-    kwargs.setdefault("input_shape", variant.input_shape)
-    kwargs.setdefault("name", variant.name)
-    return builder(alpha=variant.alpha, weights=weights, **kwargs)

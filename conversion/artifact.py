@@ -1,35 +1,42 @@
-"""The conversion pipeline's shared tail. However its graph was made (a Keras model through tf2onnx,
-or Google's .tflite through tf2onnx's TFLite front end), every artifact passes the same structural
-gates, records the same contract (`onnx_mobilenets.contract`) and is written the same way: loaded
-by onnxruntime from the exact bytes, then written atomically, so a failure leaves nothing behind.
+"""The skeleton every conversion follows, and its shared tail. A `GraphMaker` makes the network's
+ONNX graph its own way (a Keras model through tf2onnx, `export.py`; Google's .tflite through
+tf2onnx's TFLite front end, `quantized.py`) and checks it against its own reference; `export_artifact`
+does the rest, the same for every artifact: the structural gates, the parity gate on the golden
+inputs (and any real images), for an image-in artifact the preprocessing in front and both gates
+again, then the record (`onnx_mobilenets.artifact.ArtifactRecord`) and the writing: loaded by
+onnxruntime from the exact bytes, then written atomically, so a failure leaves nothing behind.
 
 Gates: checker (`onnx.checker.check_model(full_check=True)`), shapes (strict shape inference, every
 dimension known but the symbolic batch), opset (only the default domain, imported at exactly the
 requested opset, no op newer than it), graph (only the ops the kind of graph may hold), runtime
-(onnxruntime loads it); the parity gate is the graph maker's, against its own reference.
+(onnxruntime loads it), parity (the maker's reference, judged by `onnx_mobilenets.artifact.judge`).
 """
 
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import hashlib
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from onnx_mobilenets import __version__, contract
+import numpy as np
+
+import onnx_mobilenets
+from onnx_mobilenets.artifact import DEFAULT_OPSET, MIN_OPSET, ArtifactRecord, ArtifactSpec, Golden
 from onnx_mobilenets.errors import ConversionError
 from onnx_mobilenets.files import atomic_write
+from onnx_mobilenets.preprocessing import network_input
 from onnx_mobilenets.sessions import new_session
 
-# Opset 17: accepted by onnxruntime >= 1.13, TensorRT >= 8.6 and OpenVINO >= 2022.3, and every op a
-# MobileNet needs has been stable since opset 13; newer opsets add nothing it uses.
-DEFAULT_OPSET = 17
-MIN_OPSET = 13
-INPUT_NAME = "images"
-BATCH_DIM = "batch"
-IMAGE_INPUT = "image"  # of image-in artifacts
-PREPROCESSING_SCOPE = "preprocessing/"  # the names of an image-in artifact's preprocessing nodes
+from .graph import BATCH_DIM
+from .preprocessing_graph import IMAGE_INPUT, PREPROCESSING_OPS, PREPROCESSING_SCOPE, with_preprocessing
+
+__all__ = ["DEFAULT_OPSET", "ExportReport", "GraphMaker", "export_artifact", "check_structure", "check_census",
+           "node_census", "write_artifact"]
 
 
 @dataclass
@@ -42,8 +49,100 @@ class ExportReport:
     size: int
     census: dict  # op type -> node count
     parity: dict  # the parity gate's numbers
-    metadata: dict = field(default_factory=dict)
+    record: Optional[ArtifactRecord] = None
 
+
+class GraphMaker:
+    """How one kind of network becomes an ONNX graph and is checked against its reference; the
+    rest is `export_artifact`'s."""
+
+    allowed_ops: tuple = ()  # the only ops the graph may hold (gate "graph")
+    transposes: range = range(2)  # how many Transpose nodes it may hold
+    golden_kind = "logits"  # what its reference computes: "logits" (float32) or "quantized_logits"
+
+    def graph(self, spec: ArtifactSpec):
+        """The network's graph (input ``images``, as `spec`'s input contract says, output
+        ``spec.output``), cleaned."""
+        raise NotImplementedError
+
+    def record(self, spec: ArtifactSpec, proto) -> ArtifactRecord:
+        """The artifact's record, but for the parity numbers and the golden record."""
+        raise NotImplementedError
+
+    def check_parity(self, record: ArtifactRecord, proto, inputs: np.ndarray, feeds: list) -> tuple:
+        """Gate "parity": the graph `proto` fed `feeds` against the reference on `inputs` (the same
+        images as the network takes them, NHWC). Returns the parity numbers and the reference's
+        outputs on the first GOLDEN_COUNT inputs."""
+        raise NotImplementedError
+
+
+def export_artifact(maker: GraphMaker, spec: ArtifactSpec, path, images: Optional[np.ndarray] = None) -> ExportReport:
+    """Make `spec`'s artifact with `maker` and write it to `path`, validated. `images`: real images
+    as the network takes them (N, R, R, 3), more inputs for the parity gate."""
+    check_opset(spec.opset)
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"the output path must end in .onnx, got {path}")
+    proto = maker.graph(spec)
+    check_structure(proto, spec.opset)
+    check_census(node_census(proto), maker.allowed_ops, maker.transposes)
+    record = maker.record(spec, proto)
+    network = tensor_record(record)  # the network alone: what the image-in artifact's preprocessing feeds
+    inputs = network.golden_inputs()
+    if images is not None:
+        inputs = np.concatenate([inputs, _checked_images(images, inputs)])
+    parity, golden = maker.check_parity(network, proto, inputs, network.feeds(inputs))
+    if spec.image_input:
+        proto = with_preprocessing(proto, record.resolution, record.preprocessing, spec.opset)
+        check_structure(proto, spec.opset, image_input=True)
+        check_census(node_census(proto), maker.allowed_ops + PREPROCESSING_OPS, maker.transposes)
+        pictures = record.golden_inputs()  # images of many sizes, each one what the NumPy twin makes of it
+        twin = dataclasses.replace(network.preprocessing, layout="NHWC")
+        inputs = np.stack([network_input(picture, record.resolution, twin) for picture in pictures])
+        parity["image_input"], golden = maker.check_parity(record, proto, inputs, record.feeds(pictures))
+    record = dataclasses.replace(record, parity=parity, golden=Golden(golden, maker.golden_kind))
+    return write_artifact(proto, path, record)
+
+
+def tensor_record(record: ArtifactRecord) -> ArtifactRecord:
+    """The record of an artifact's network alone: its input the network's, not decoded images."""
+    spec = dataclasses.replace(record.spec, image_input=False)
+    return dataclasses.replace(record, spec=spec,
+                               preprocessing=dataclasses.replace(record.preprocessing, image_input=False))
+
+
+def _checked_images(images, like: np.ndarray) -> np.ndarray:
+    """Real images for the parity gate, as the golden inputs `like` are: float32 or uint8 (N, R, R, 3)."""
+    images = np.asarray(images, np.float32) if like.dtype == np.float32 else np.asarray(images)
+    if images.dtype != like.dtype or images.ndim != 4 or images.shape[1:] != like.shape[1:]:
+        raise ValueError(f"parity images must be {like.dtype} (N, {', '.join(map(str, like.shape[1:]))}), "
+                         f"got {images.dtype} {images.shape}")
+    return images
+
+
+def probe(proto, extra_outputs=("logits",)) -> object:
+    """A copy of `proto` that also outputs the named intermediate values (float32), for the gates."""
+    from onnx import TensorProto, helper
+
+    copied = copy.deepcopy(proto)
+    present = {o.name for o in copied.graph.output}
+    copied.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                               for name in extra_outputs if name not in present)
+    return copied
+
+
+def passed(*judgements) -> list:
+    """The parity numbers of each comparison (`onnx_mobilenets.artifact.judge`); raises
+    ConversionError("parity") saying why, when one fails."""
+    problems = []
+    for judgement in judgements:
+        problems += [p for p in judgement.problems if p not in problems]
+    if problems:
+        raise ConversionError("parity", "; ".join(problems) + f" over {judgements[0].inputs} inputs")
+    return [judgement.numbers for judgement in judgements]
+
+
+# --- the gates ----------------------------------------------------------------------------------
 
 def newest_opset() -> int:
     """The newest opset the installed tf2onnx can target (18 for tf2onnx 1.16 and 1.17)."""
@@ -61,7 +160,7 @@ def check_opset(opset) -> None:
 
 def versions(*packages: str) -> dict:
     """The versions of onnx-mobilenets and of the named distributions that made an artifact."""
-    found = {"onnx_mobilenets": __version__}
+    found = {"onnx_mobilenets": onnx_mobilenets.__version__}
     for package in packages:
         found[package.replace("-", "_")] = importlib.metadata.version(package)
     return found
@@ -130,23 +229,6 @@ def check_census(census: dict, allowed, transposes: range) -> None:
         raise ConversionError("graph", f"{count} Transpose nodes, {wanted} allowed (census {census})")
 
 
-def write_artifact(proto, path, metadata: dict, *, opset: int, output: str, layout: str, census: dict,
-                   parity: dict) -> ExportReport:
-    """Record `metadata` in the model, check that onnxruntime loads the exact bytes, write them."""
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.doc_string = contract.describe(metadata)
-    proto.producer_name, proto.producer_version = "onnx-mobilenets", __version__
-    data = proto.SerializeToString()
-    runtime_gate(data)
-    atomic_write(path, data)
-    return ExportReport(path=str(path), opset=opset, output=output, layout=layout,
-                        sha256=hashlib.sha256(data).hexdigest(), size=len(data), census=census, parity=parity,
-                        metadata=metadata)
-
-
 def runtime_gate(data: bytes):
     """Gate "runtime": onnxruntime loads the model; the session, for the parity gates."""
     try:
@@ -155,8 +237,18 @@ def runtime_gate(data: bytes):
         raise ConversionError("runtime", f"onnxruntime cannot load the model: {e}") from e
 
 
-def manifest_entry(report: ExportReport) -> dict:
-    """What `contract.record_in_manifest` keeps about an artifact."""
-    return {"file": Path(report.path).name, "sha256": report.sha256, "size": report.size, "opset": report.opset,
-            "output": report.output, "layout": report.layout,
-            "random_weights": contract.is_random(report.metadata), "parity": report.parity, "census": report.census}
+def write_artifact(proto, path, record: ArtifactRecord) -> ExportReport:
+    """Record `record` in the model, check that onnxruntime loads the exact bytes, write them."""
+    del proto.metadata_props[:]
+    for key, value in record.metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = record.description
+    proto.producer_name, proto.producer_version = "onnx-mobilenets", onnx_mobilenets.__version__
+    data = proto.SerializeToString()
+    runtime_gate(data)
+    atomic_write(path, data)
+    return ExportReport(path=str(path), opset=record.spec.opset, output=record.spec.output,
+                        layout=record.spec.layout, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                        census=node_census(proto), parity=record.parity, record=record)
+

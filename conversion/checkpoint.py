@@ -19,6 +19,7 @@ import numpy as np
 from onnx_mobilenets import catalogue, download
 from onnx_mobilenets.errors import CheckpointError
 
+from .architecture import FAMILIES
 from .layers import LOGITS_SCOPE, layer_name, scope_of
 
 __all__ = ["load_slim_checkpoint", "resolve_checkpoint", "slim_variable_names", "CheckpointReport"]
@@ -79,20 +80,21 @@ def is_model_variable(name: str) -> bool:
     return name not in _NON_MODEL_NAMES and name.rsplit("/", 1)[-1] not in _NON_MODEL_SUFFIXES
 
 
-def load_slim_checkpoint(model, source, weights_source: str = "ema") -> CheckpointReport:
+def load_slim_checkpoint(model, source, weights_source: str = "ema", sha256: Optional[str] = None) -> CheckpointReport:
     """Load a TF-slim checkpoint into `model` (built by this package's MobileNet or MobileNetV2).
 
     `source` is a catalogue name (official checkpoint, downloaded and cached), a local tarball, a
     folder holding one checkpoint, or a checkpoint prefix. With ``weights_source="ema"`` each
     variable's ExponentialMovingAverage copy is used when present (what TF-slim's evaluation
     restores), else the raw one; ``"raw"`` forces the raw copies. A 1000-class model drops slim's
-    background logit (index 0); a 1001-class model keeps all.
+    background logit (index 0); a 1001-class model keeps all. `sha256`: the tarball's, when the
+    caller knows it already (else it is computed).
     """
     import tensorflow as tf
 
     if weights_source not in ("ema", "raw"):
         raise ValueError(f"weights_source must be 'ema' or 'raw', got {weights_source!r}")
-    prefix, sha256 = resolve_checkpoint(source)
+    prefix, sha256 = resolve_checkpoint(source, sha256)
     try:
         reader = tf.train.load_checkpoint(prefix)
     except Exception as e:  # TF raises several types for unreadable files
@@ -159,34 +161,31 @@ def _mismatch_message(prefix, model, available, missing, unused, mismatched) -> 
 
 def _width_hint(model, available) -> Optional[str]:
     """Say which alpha the checkpoint's stem width belongs to, when the widths disagree."""
-    from .mobilenet_v1 import STEM_SCOPE as V1_STEM
-    from .mobilenet_v1 import v1_stem_width
-    from .mobilenet_v2 import STEM_SCOPE as V2_STEM
-    from .mobilenet_v2 import v2_stem_width
-
-    for family, stem, width_of in (("v1", V1_STEM, v1_stem_width), ("v2", V2_STEM, v2_stem_width)):
-        ckpt_shape = available.get(f"{stem}/weights")
+    for family in FAMILIES.values():
+        ckpt_shape = available.get(f"{family.stem_scope}/weights")
         if ckpt_shape is None:
             continue
         try:
-            model_width = model.get_layer(layer_name(stem)).kernel.shape[-1]
+            model_width = model.get_layer(layer_name(family.stem_scope)).kernel.shape[-1]
         except ValueError:
-            return f"the checkpoint is a MobileNet {family.upper()}; the model is not"
-        alphas = sorted({v.alpha for v in catalogue.list_variants(family) if width_of(v.alpha) == ckpt_shape[-1]})
+            return f"the checkpoint is a MobileNet {family.name.upper()}; the model is not"
+        alphas = sorted({v.alpha for v in catalogue.list_variants(family.name)
+                         if family.stem_width(v.alpha) == ckpt_shape[-1]})
         if alphas and model_width != ckpt_shape[-1]:
             return (
-                f"the checkpoint's stem has {ckpt_shape[-1]} channels, as a MobileNet {family.upper()} of alpha "
-                f"{' or '.join(map(str, alphas))} has; this model's stem has {model_width}: the alphas differ"
+                f"the checkpoint's stem has {ckpt_shape[-1]} channels, as a MobileNet {family.name.upper()} of "
+                f"alpha {' or '.join(map(str, alphas))} has; this model's stem has {model_width}: the alphas differ"
             )
     return None
 
 
-def resolve_checkpoint(source) -> tuple:
+def resolve_checkpoint(source, sha256: Optional[str] = None) -> tuple:
     """Turn a checkpoint source into (prefix, tarball SHA-256 or None).
 
     A catalogue name or alias downloads the official tarball (verified, cached); a tarball is
-    safely extracted into the cache; a folder must hold exactly one checkpoint; anything else is
-    taken as a prefix (``.../model.ckpt`` with ``model.ckpt.index`` beside it).
+    safely extracted into the cache (`sha256`: its SHA-256 when known, else computed); a folder must
+    hold exactly one checkpoint; anything else is taken as a prefix (``.../model.ckpt`` with
+    ``model.ckpt.index`` beside it).
     """
     if catalogue.names_a_variant(source):
         variant = catalogue.get_variant(source)  # ValueError with close matches if unknown
@@ -195,7 +194,7 @@ def resolve_checkpoint(source) -> tuple:
         return _prefix_in_folder(_extracted(tarball, sha256)), sha256
     path = Path(os.fspath(source)).expanduser()
     if path.is_file() and _is_tarball(path):
-        sha256 = download.sha256_of(path)
+        sha256 = sha256 or download.sha256_of(path)
         return _prefix_in_folder(_extracted(path, sha256)), sha256
     if path.is_dir():
         return _prefix_in_folder(path), None

@@ -1,51 +1,15 @@
-"""MobileNet V2 in Keras, exactly as TF-slim's `nets/mobilenet/mobilenet_v2.py` defines it."""
+"""MobileNet V2 in Keras, exactly as TF-slim's `nets/mobilenet/mobilenet_v2.py` defines it (its
+layout: `architecture.V2`)."""
 
 from __future__ import annotations
 
 import keras
 
 from . import layers as L
+from .architecture import V2, make_divisible
 from .weights import finish_model, model_input
 
-NET = "MobilenetV2"
-STEM_SCOPE = f"{NET}/Conv"
-HEAD_SCOPE = f"{NET}/Conv_1"
-
-# Inverted-residual blocks: expansion t (None = the model's expansion_factor), channels c,
-# repeats n, stride s of the first repeat. The first block never expands (slim: expand_input(1)).
-# t, c, n, s
-BLOCKS = [
-    (1, 16, 1, 1),
-    (None, 24, 2, 2),
-    (None, 32, 3, 2),
-    (None, 64, 4, 2),
-    (None, 96, 3, 1),
-    (None, 160, 3, 2),
-    (None, 320, 1, 1),
-]
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """slim's _make_divisible: nearest multiple of `divisor` (at least `divisor`), never 10 % below `value`."""
-    new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if new_value < 0.9 * value:
-        new_value += divisor
-    return new_value
-
-
-def v2_stem_width(alpha: float) -> int:
-    return make_divisible(STEM_CHANNELS * alpha)
-
-
-def v2_head_width(alpha: float) -> int:
-    """Conv_1 is not narrowed below 1280 (slim's finegrain_classification_mode), only widened."""
-    return make_divisible(HEAD_CHANNELS * alpha) if alpha > 1.0 else HEAD_CHANNELS
-
-
-def block_scope(index: int) -> str:
-    return f"{NET}/expanded_conv" + (f"_{index}" if index else "")
+__all__ = ["MobileNetV2", "make_divisible", "inverted_residual"]
 
 
 def inverted_residual(x, expansion: float, out_channels: int, stride: int, depth_multiplier: int, scope: str):
@@ -63,7 +27,7 @@ def inverted_residual(x, expansion: float, out_channels: int, stride: int, depth
 
 
 def MobileNetV2(input_shape=None, alpha=1.0, expansion_factor=6, depth_multiplier=1, include_top=True, weights=None,
-                pooling=None, classes=1000, classifier_activation="softmax", dropout=0.2, weights_source="ema",
+                pooling=None, classes=1000, classifier_activation="softmax", dropout=V2.dropout, weights_source="ema",
                 name=None):
     """MobileNet V2 (Sandler et al. 2018) with TF-slim's exact layers, channel rounding and names.
 
@@ -74,15 +38,16 @@ def MobileNetV2(input_shape=None, alpha=1.0, expansion_factor=6, depth_multiplie
     L.validate_positive("expansion_factor", expansion_factor)
     L.validate_positive("depth_multiplier", depth_multiplier, integer=True)
     inputs = model_input("v2", alpha, input_shape, include_top, pooling, classes, classifier_activation, weights)
-    x = L.conv_bn(inputs, v2_stem_width(alpha), 3, 2, STEM_SCOPE)
+    x = L.conv_bn(inputs, V2.stem_width(alpha), 3, 2, V2.stem_scope)
     index = 0
-    for t, c, n, s in BLOCKS:
+    for t, c, n, s in V2.blocks:
         for repeat in range(n):
             expansion = expansion_factor if t is None else t
             stride = s if repeat == 0 else 1
-            x = inverted_residual(x, expansion, make_divisible(c * alpha), stride, depth_multiplier, block_scope(index))
+            x = inverted_residual(x, expansion, make_divisible(c * alpha), stride, depth_multiplier,
+                                  V2.block_scope(index))
             index += 1
-    x = L.conv_bn(x, v2_head_width(alpha), 1, 1, HEAD_SCOPE)
-    x = L.head(x, NET, include_top, pooling, classes, dropout, classifier_activation)
+    x = L.conv_bn(x, V2.head_width(alpha), 1, 1, V2.head_scope)
+    x = L.head(x, V2.scope, include_top, pooling, classes, dropout, classifier_activation)
 
     return finish_model(inputs, x, name or f"mobilenet_v2_{alpha}_{inputs.shape[1]}", weights, weights_source)

@@ -13,9 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from onnx_mobilenets import preprocessing
-from onnx_mobilenets.contract import Preprocessing
+from onnx_mobilenets.preprocessing import Preprocessing
 
-from .artifact import IMAGE_INPUT, INPUT_NAME, PREPROCESSING_SCOPE
+from .graph import INPUT_NAME
+
+IMAGE_INPUT = "image"  # the input of image-in artifacts: decoded images
+PREPROCESSING_SCOPE = "preprocessing/"  # the names of an image-in artifact's preprocessing nodes
 
 # Every op the preprocessings use (the graph gate of image-in artifacts allows them).
 PREPROCESSING_OPS = ("Shape", "Slice", "ReduceMin", "Div", "Mul", "Sub", "Concat", "Add", "Cast", "Less", "Not",

@@ -10,24 +10,21 @@ integer kernels. Around it this module:
   reshape after the pool goes, the final reshape becomes a Squeeze;
 - ends the graph in a float softmax over the dequantized logits without the background class, so
   int8 and float artifacts share one output contract (TFLite's own uint8 softmax is too coarse to
-  rank a top-5); `logits=True` stops at the logits;
+  rank a top-5); an artifact whose output is "logits" stops at the logits;
 - gives each weight its own zero-point initializer, so the runtime can re-express weights and zero
   points as int8 (`onnx_mobilenets.model_bytes`); the file keeps TFLite's exact uint8 values.
 
-Gates: every artifact's (`onnx_mobilenets.conversion.artifact`), with a graph census of only the QDQ
-and float ops expected, one input Transpose, no Reshape; and parity with TFLite's
-default CPU path (XNNPACK) on the golden inputs as uint8 pixels plus any parity images: quantized
-logits within one step everywhere, identical on at least 95 % of values, same top-1 wherever
-TFLite's two best logits are at least two steps apart (`onnx_mobilenets.parity.check_quantized`),
-both as stored and as the runtime runs it. TFLite's builtin kernels are compared too, for information.
+Gates: every artifact's (`artifact.export_artifact`), with a graph census of only the QDQ and float
+ops expected, one input Transpose, no Reshape; and parity with TFLite's default CPU path (XNNPACK)
+on the golden inputs as uint8 pixels plus any parity images: quantized logits within one step
+everywhere, identical on at least 95 % of values, same top-1 wherever TFLite's two best logits are
+at least two steps apart (`onnx_mobilenets.parity.EXACT`), both as stored and as the runtime runs
+it. TFLite's builtin kernels are compared too, for information.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
-import json
 import os
 import tarfile
 import tempfile
@@ -37,25 +34,14 @@ from typing import Optional
 
 import numpy as np
 
-from onnx_mobilenets import catalogue, contract
+from onnx_mobilenets import catalogue
+from onnx_mobilenets.artifact import ArtifactRecord, ArtifactSpec, Quantization, Weights, judge, runtime_form
 from onnx_mobilenets.errors import ConversionError, UnsafeArchiveError
-from onnx_mobilenets.model_bytes import cpu_has_vnni, runtime_form
-from onnx_mobilenets.parity import GOLDEN_COUNT, check_quantized, parity_images, parity_pixels
-from onnx_mobilenets.preprocessing import DEFAULT, check_name, network_input
-from onnx_mobilenets.sessions import new_session
+from onnx_mobilenets.model_bytes import cpu_has_vnni
+from onnx_mobilenets.parity import GOLDEN_COUNT
 
-from .artifact import (
-    BATCH_DIM,
-    ExportReport,
-    check_census,
-    check_opset,
-    check_structure,
-    node_census,
-    versions,
-    write_artifact,
-)
-from .graph import drop_noop_reshapes, drop_unused_initializers, name_inputs
-from .preprocessing_graph import PREPROCESSING_OPS, with_preprocessing
+from .artifact import GraphMaker, passed, probe, runtime_gate, versions
+from .graph import BATCH_DIM, drop_noop_reshapes, drop_unused_initializers, name_inputs
 
 TFLITE_SUFFIX = ".tflite"
 MAX_TFLITE_BYTES = 256 * 1024 * 1024
@@ -142,53 +128,62 @@ def tflite_logits(model: bytes, pixels: np.ndarray, xnnpack: bool = True, thread
     return np.concatenate(rows)
 
 
-def export_quantized(variant: catalogue.Variant, tarball: Path, source: str, path, opset: int, *,
-                     logits: bool = False, images: Optional[np.ndarray] = None, preprocessing: str = DEFAULT,
-                     image_input: bool = False) -> ExportReport:
-    """Google's uint8 `variant` from its release `tarball` (`source`: where it came from) -> QDQ ONNX
-    at `path`, validated. `images`: extra uint8 pixel images (N, R, R, 3), preprocessed, for the
-    parity gate. `preprocessing` and `image_input` as for `export.export_onnx`."""
-    check_opset(opset)
-    model, member = read_tflite(tarball)
-    facts = describe_tflite(model, variant)
-    output = "logits" if logits else "probabilities"
-    input_contract = dataclasses.replace(contract.QUANTIZED_PREPROCESSING, name=check_name(preprocessing),
-                                         image_input=image_input)
-    proto = _convert(model, opset, output)
-    check_structure(proto, opset)
-    check_census(node_census(proto), QUANT_OPS, transposes=range(1, 2))
-    R = variant.resolution
-    pixels = parity_pixels(R)
-    if images is not None:
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.shape[1:] != (R, R, 3):
-            raise ValueError(f"parity images must be uint8 (N, {R}, {R}, 3), got {images.dtype} {images.shape}")
-        pixels = np.concatenate([pixels, images])
-    parity, golden = check_tflite_parity(model, proto, pixels, facts)
-    if image_input:
-        proto = with_preprocessing(proto, R, input_contract, opset)
-        check_structure(proto, opset, image_input=True)
-        check_census(node_census(proto), QUANT_OPS + PREPROCESSING_OPS, transposes=range(1, 2))
-        pictures = parity_images(R)  # TFLite takes what the runtime's twin makes of them, exactly onnxruntime's
-        parity["image_input"], golden = check_tflite_parity(
-            model, proto, np.stack([network_input(p, R, input_contract) for p in pictures]), facts,
-            feeds=[p[np.newaxis] for p in pictures])
-        parity["image_input"].pop("runtime_int8_weights")
-    weights = {"random": False, "source": source, "sha256": hashlib.sha256(Path(tarball).read_bytes()).hexdigest(),
-               "tflite_member": member, "tflite_sha256": hashlib.sha256(model).hexdigest()}
-    metadata = contract.artifact_metadata(
-        variant=variant.name, family=variant.family, alpha=variant.alpha, resolution=R, output=output, classes=1000,
-        input_contract=input_contract, weights=weights,
-        versions=versions("tf2onnx", "onnx", "ai-edge-litert"), opset=opset, parity=parity,
-        golden=contract.golden_record(golden, "quantized_logits", R, image_input), quantization={
-            "scheme": "QDQ; uint8 activations and per-tensor uint8 weights with zero points, exactly as in "
-                      "Google's quantization-aware-trained .tflite",
-            "input_scale": facts["input_scale"], "input_zero_point": facts["input_zero_point"],
-            "logits_scale": facts["logits_scale"], "logits_zero_point": facts["logits_zero_point"],
-            # Weights and zero points the runtime may hand onnxruntime as int8 (value - 128).
-            "int8_view": int8_weight_names(proto)})
-    return write_artifact(proto, path, metadata, opset=opset, output=output, layout="NHWC",
-                          census=node_census(proto), parity=parity)
+class TfliteGraph(GraphMaker):
+    """Google's uint8 .tflite through tf2onnx's TFLite front end; its reference: Google's TFLite
+    interpreter on the same .tflite."""
+
+    allowed_ops = QUANT_OPS
+    transposes = range(1, 2)
+    golden_kind = "quantized_logits"
+
+    def __init__(self, variant: catalogue.Variant, tarball, source: str, sha256: Optional[str] = None):
+        self.variant = variant
+        self.model, self.member = read_tflite(tarball)
+        self.facts = describe_tflite(self.model, variant)
+        self.weights = Weights(source=source, sha256=sha256 or hashlib.sha256(Path(tarball).read_bytes()).hexdigest(),
+                               tflite_member=self.member, tflite_sha256=hashlib.sha256(self.model).hexdigest())
+
+    def graph(self, spec: ArtifactSpec):
+        return _convert(self.model, spec.opset, spec.output)
+
+    def record(self, spec: ArtifactSpec, proto) -> ArtifactRecord:
+        facts = self.facts
+        quantization = Quantization(input_scale=facts["input_scale"], input_zero_point=facts["input_zero_point"],
+                                    logits_scale=facts["logits_scale"], logits_zero_point=facts["logits_zero_point"],
+                                    int8_view=tuple(int8_weight_names(proto)))
+        return ArtifactRecord(spec=spec, family=self.variant.family, alpha=str(self.variant.alpha),
+                              resolution=self.variant.resolution, classes=CLASSES - 1, weights=self.weights,
+                              versions=versions("tf2onnx", "onnx", "ai-edge-litert"), quantization=quantization)
+
+    def check_parity(self, record: ArtifactRecord, proto, inputs: np.ndarray, feeds: list) -> tuple:
+        """The artifact computes TFLite's (XNNPACK) quantized logits, as stored and as the runtime
+        runs it (int8 weights where this CPU has VNNI); TFLite's builtin kernels, for information."""
+        xnnpack = tflite_logits(self.model, inputs, xnnpack=True)[:, 1:].astype(np.int64)
+        builtin = tflite_logits(self.model, inputs, xnnpack=False)[:, 1:].astype(np.int64)
+        checked = probe(proto)
+        entry = checked.metadata_props.add()  # what runtime_form reads, as the artifact will carry it
+        entry.key, entry.value = "quantization", record.metadata()["quantization"]
+        data = checked.SerializeToString()
+        forms = {"runtime": runtime_form(data), "stored": data}
+        logits = {form: _float_logits(model, feeds) for form, model in forms.items()}
+        judgements = [judge(record, logits[form], output="logits", reference=xnnpack) for form in forms]
+        for form, judgement in zip(forms, judgements):
+            judgement.problems[:] = [f"{form}: {problem}" for problem in judgement.problems]
+        runtime, stored = passed(*judgements)
+        parity = {"inputs": int(len(inputs)), "reference": "TFLite XNNPACK", "runtime": runtime, "stored": stored,
+                  # "runtime" is the form OnnxMobileNet runs on this CPU: int8 weights where it has VNNI
+                  "tflite_builtin_kernels": judge(record, logits["runtime"], output="logits",
+                                                  reference=builtin).numbers}  # for information
+        if not record.preprocessing.image_input:
+            parity["runtime_int8_weights"] = cpu_has_vnni()
+        return parity, xnnpack[:GOLDEN_COUNT]
+
+
+def _float_logits(data: bytes, feeds: list) -> np.ndarray:
+    """The model's float logits (before the softmax) on each of `feeds`, concatenated."""
+    session = runtime_gate(data)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(["logits"], {name: feed})[0] for feed in feeds])
 
 
 def _convert(model: bytes, opset: int, output: str):
@@ -280,47 +275,8 @@ def int8_weight_names(proto) -> list:
     return sorted(set(names))
 
 
-def onnx_quantized_logits(data: bytes, feeds: list, facts: dict, as_runtime: bool) -> np.ndarray:
+def onnx_quantized_logits(data: bytes, feeds: list, quantization: Quantization, as_runtime: bool) -> np.ndarray:
     """The artifact's quantized logits (N, 1000) on each of `feeds`, concatenated, from its float
-    logits, as stored (uint8 weights) or as the runtime runs it
-    (`onnx_mobilenets.model_bytes.runtime_form`)."""
-    if as_runtime:
-        data = runtime_form(data)
-    try:
-        session = new_session(data)
-    except Exception as e:
-        raise ConversionError("runtime", f"onnxruntime cannot load the model: {e}") from e
-    name = session.get_inputs()[0].name
-    logits = np.concatenate([session.run(["logits"], {name: feed})[0] for feed in feeds])
-    return np.rint(logits / facts["logits_scale"] + facts["logits_zero_point"]).astype(np.int64)
-
-
-def check_tflite_parity(model: bytes, proto, pixels: np.ndarray, facts: dict, feeds: Optional[list] = None) -> tuple:
-    """Gate: the artifact computes TFLite's (XNNPACK) quantized logits on `pixels`, as stored and as
-    the runtime runs it, fed `feeds` (default: the pixels; for an image-in artifact, the images that
-    make them). Returns the parity record and TFLite's logits on the golden inputs (N, 1000)."""
-    feeds = [pixels] if feeds is None else feeds
-    from onnx import TensorProto, helper
-
-    probe = copy.deepcopy(proto)
-    if not any(o.name == "logits" for o in probe.graph.output):
-        probe.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, None))
-    names = int8_weight_names(probe)
-    entry = probe.metadata_props.add()
-    entry.key, entry.value = "quantization", json.dumps({"int8_view": names})  # as the artifact will carry
-    data = probe.SerializeToString()
-    xnnpack = tflite_logits(model, pixels, xnnpack=True)[:, 1:].astype(np.int64)
-    builtin = tflite_logits(model, pixels, xnnpack=False)[:, 1:].astype(np.int64)
-    stored = onnx_quantized_logits(data, feeds, facts, as_runtime=False)
-    runtime = onnx_quantized_logits(data, feeds, facts, as_runtime=True)
-    # "runtime" is the form OnnxMobileNet runs on this CPU: int8 weights where it has VNNI, else as stored.
-    record = {"inputs": int(len(pixels)), "reference": "TFLite XNNPACK", "runtime_int8_weights": cpu_has_vnni()}
-    problems = []
-    for label, ours in (("runtime", runtime), ("stored", stored)):
-        agreement = check_quantized(xnnpack, ours)
-        record[label] = agreement.as_dict()
-        problems += [f"{label}: {p}" for p in agreement.problems()]
-    record["tflite_builtin_kernels"] = check_quantized(builtin, runtime).as_dict()  # for information
-    if problems:
-        raise ConversionError("parity", "; ".join(problems) + f" over {len(pixels)} inputs")
-    return record, xnnpack[:GOLDEN_COUNT]
+    logits, as stored (uint8 weights) or as the runtime runs it (`onnx_mobilenets.artifact.runtime_form`)."""
+    logits = _float_logits(runtime_form(data) if as_runtime else data, feeds)
+    return quantization.quantized_logits(logits, "logits")

@@ -8,6 +8,7 @@ import os
 from onnx_mobilenets import catalogue
 
 from . import layers as L
+from .checkpoint import load_slim_checkpoint
 
 
 def model_input(family: str, alpha, input_shape, include_top, pooling, classes, classifier_activation, weights):
@@ -24,10 +25,8 @@ def model_input(family: str, alpha, input_shape, include_top, pooling, classes, 
 
 
 def finish_model(inputs, outputs, name: str, weights, weights_source: str):
-    """The Keras model, with the slim checkpoint loaded when `weights` names one."""
+    """The Keras model, built; then the slim checkpoint loaded when `weights` names one."""
     import keras
-
-    from .checkpoint import load_slim_checkpoint
 
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:

@@ -6,7 +6,6 @@ package never imports TensorFlow.
 """
 
 from .catalogue import ALIASES, Variant, get_variant, list_variants
-from .contract import DEFAULT_PREPROCESSING, Preprocessing
 from .errors import (
     CheckpointError,
     ChecksumError,
@@ -20,6 +19,7 @@ from .errors import (
     ProviderError,
     UnsafeArchiveError,
 )
+from .preprocessing import DEFAULT_PREPROCESSING, Preprocessing
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from .contract import DEFAULT_PREPROCESSING, QUANTIZED_PREPROCESSING, Preprocessing
+from .preprocessing import DEFAULT_PREPROCESSING, QUANTIZED_PREPROCESSING, Preprocessing
 
 __all__ = [
     "Variant",

@@ -1,14 +1,15 @@
 """An ONNX file's bytes, read and re-expressed without the `onnx` package (the runtime has only
 onnxruntime, NumPy and Pillow).
 
-Three jobs, on the protobuf wire format of `ModelProto` (stable since ONNX's first release):
-- `read_metadata`: the ``metadata_props`` strings, so the runtime can prepare a session before
-  creating it;
+Two jobs, on the protobuf wire format of `ModelProto` (stable since ONNX's first release), and
+one question:
+- `read_metadata`: the ``metadata_props`` strings (`onnx_mobilenets.artifact` reads its record from
+  them), so the runtime can prepare a session before creating it;
 - `with_int8_weights`: the quantized artifacts' uint8 weights and zero points re-expressed as int8.
   ``(w - z) * s`` does not change when 128 is taken from both ``w`` and ``z``, and for bytes that is
   flipping the top bit, so the file keeps its length and every other byte: only each tensor's
   ``data_type`` (UINT8 = 2 -> INT8 = 3, one byte either way) and its ``raw_data`` change;
-- `runtime_form`: what the runtime hands onnxruntime for an artifact (below).
+- `cpu_has_vnni`: whether to (`onnx_mobilenets.artifact.runtime_form` decides with it).
 
 Why int8 at all: onnxruntime's fast x86 kernels multiply uint8 activations by int8 weights (VNNI:
 one instruction, 32-bit sums); with uint8 weights it takes a slower u8 x u8 path. But on x86 CPUs
@@ -27,7 +28,6 @@ NumPy's feature table and keep the exact, slower uint8 path.
 from __future__ import annotations
 
 import importlib
-import json
 
 import numpy as np
 
@@ -134,30 +134,3 @@ def cpu_has_vnni() -> bool:
             continue
         return bool(features.get("AVX512VNNI"))
     return False
-
-
-def int8_weight_names(model: bytes) -> list:
-    """The weights and zero points a quantized artifact's metadata marks as re-expressible in
-    int8; empty for a float artifact."""
-    quantization = read_metadata(model).get("quantization")
-    if not quantization:
-        return []
-    try:
-        names = json.loads(quantization)["int8_view"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise InvalidModelError(f"unreadable quantization metadata: {e}") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise InvalidModelError("unreadable quantization metadata: int8_view is not a list of names")
-    return names
-
-
-def runtime_form(model: bytes, int8_weights: bool | None = None) -> bytes:
-    """The bytes to create an onnxruntime session from: for a quantized artifact its weights as
-    int8 where that is both exact and faster (`int8_weights`; default: this CPU has VNNI), else as
-    stored; any other model unchanged."""
-    names = int8_weight_names(model)
-    if int8_weights is None:
-        int8_weights = cpu_has_vnni()
-    if not names or not int8_weights:
-        return model
-    return with_int8_weights(model, names)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -45,6 +46,43 @@ SLIM = "slim"
 NAMES = (DEFAULT, SLIM)
 VERSION = 1
 MAX_BLOCK = 64  # the largest f of the default preprocessing
+LAYOUTS = ("NHWC", "NCHW")
+DTYPES = ("float32", "uint8")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """An input contract: which preprocessing makes a network's input from a decoded image, and how
+    the resulting 0..255 pixels are fed to it. Every artifact records its own (metadata key
+    ``preprocessing``, `onnx_mobilenets.artifact`)."""
+
+    name: str = DEFAULT  # or SLIM, TF-slim's evaluation exactly
+    version: int = VERSION
+    dtype: str = "float32"  # "uint8": pixels rounded and fed as they are; the model quantizes them itself
+    scale: float = 1.0 / 127.5  # float32 input: x * scale + offset maps [0, 255] to [-1, 1]
+    offset: float = -1.0
+    channel_order: str = "RGB"
+    layout: str = "NHWC"  # of the network's input
+    # True: the preprocessing is inside the model, whose input is decoded images (uint8 [N, H, W, 3],
+    # RGB, any size) rather than the network's input.
+    image_input: bool = False
+
+    def problems(self) -> list:
+        """What this package cannot apply of the contract (empty when it can)."""
+        found = []
+        if self.name not in NAMES or self.version != VERSION:
+            found.append(f"preprocessing {self.name!r} version {self.version}")
+        if self.dtype not in DTYPES:
+            found.append(f"input dtype {self.dtype!r}")
+        if self.channel_order != "RGB" or self.layout not in LAYOUTS:
+            found.append(f"channel order/layout {self.channel_order}/{self.layout}")
+        return found
+
+
+DEFAULT_PREPROCESSING = Preprocessing()
+# The quantized models take the same pixels, rounded to uint8: their input quantization (scale 1/128,
+# zero point 128) does the scaling inside the model.
+QUANTIZED_PREPROCESSING = Preprocessing(dtype="uint8", scale=1.0, offset=0.0)
 
 # With `OnnxMobileNet(jpeg_draft=True)` JPEG files are decoded at a reduced scale (the decoder's 1/2, 1/4
 # or 1/8 DCT scaling) as long as the crop keeps at least this many times the model's resolution. It is
@@ -96,11 +134,11 @@ def pixels(image, resolution: int, name: str = DEFAULT) -> np.ndarray:
 
 
 def network_input(image, resolution: int, contract) -> np.ndarray:
-    """The (resolution, resolution, 3) array a network with input `contract` (a
-    `onnx_mobilenets.contract.Preprocessing`) takes for an RGB image: ``x * scale + offset`` in
-    float32, or for "uint8" networks the pixels rounded half to even, exactly as ONNX Resize,
-    ReduceMean and Round compute them in onnxruntime (a value near .5 is recomputed in onnxruntime's
-    own float32 arithmetic, so the rounding goes the same way)."""
+    """The (resolution, resolution, 3) array a network with input `contract` (a `Preprocessing`)
+    takes for an RGB image: ``x * scale + offset`` in float32, or for "uint8" networks the pixels
+    rounded half to even, exactly as ONNX Resize, ReduceMean and Round compute them in onnxruntime
+    (a value near .5 is recomputed in onnxruntime's own float32 arithmetic, so the rounding goes the
+    same way)."""
     crop, plan = _crop_and_plan(image, resolution, contract.name)
     x = _resample(crop, plan)
     if contract.dtype == "uint8":

@@ -10,14 +10,14 @@ from typing import NamedTuple, Optional
 import numpy as np
 import onnxruntime as ort
 
-from onnx_mobilenets import contract
 from onnx_mobilenets import preprocessing as preprocessing_module
-from onnx_mobilenets.contract import Preprocessing
+from onnx_mobilenets.artifact import RANDOM_WEIGHTS_WARNING, read_record, runtime_form
 from onnx_mobilenets.errors import InvalidModelError, ProviderError
-from onnx_mobilenets.model_bytes import runtime_form
 from onnx_mobilenets.parity import softmax
-from onnx_mobilenets.sessions import quiet_options
+from onnx_mobilenets.preprocessing import Preprocessing
+from onnx_mobilenets.sessions import session_options as make_session_options
 
+from . import stream
 from .artifacts import resolve_model
 from .images import load_image
 from .providers import create_session
@@ -69,64 +69,50 @@ class OnnxMobileNet:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         if preprocessing is not None:
             preprocessing_module.check_name(preprocessing)
-        self.path = resolve_model(model)
+        self.path = resolve_model(model, preprocessing_name=preprocessing or preprocessing_module.DEFAULT)
         self.batch_size = batch_size
         self.jpeg_draft = jpeg_draft
-
-        options = session_options or quiet_options()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        if graph_optimization_level is not None:
-            options.graph_optimization_level = graph_optimization_level
+        options = make_session_options(threads, graph_optimization_level, base=session_options)
         try:
             data = self.path.read_bytes()
         except OSError as e:
             raise InvalidModelError(f"cannot read {self.path}: {e}") from e
+        self.record = read_record(data, self.path)  # before the session: a file that is no artifact fails here
         try:
-            data = runtime_form(data)  # quantized artifacts: int8 weights where that is exact and faster
-        except InvalidModelError as e:
-            raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
-        try:
-            self._session = create_session(data, providers, device_id, options)
+            self._session = create_session(runtime_form(data), providers, device_id, options)
         except (ProviderError, ValueError):  # the caller's provider choice: already a clear message
             raise
         except Exception as e:  # onnxruntime's own exception types differ between versions
             raise InvalidModelError(f"{self.path} is not a valid ONNX model: {e}") from None
-        self._read_metadata()
-        if self._contract.image_input and preprocessing not in (None, self._contract.name):
-            raise ValueError(f"{self.path} holds its preprocessing ({self._contract.name}) inside: it cannot apply "
+        self._check_io()
+        contract = self.record.preprocessing
+        if contract.image_input and preprocessing not in (None, contract.name):
+            raise ValueError(f"{self.path} holds its preprocessing ({contract.name}) inside: it cannot apply "
                              f"{preprocessing}; convert an artifact with that one")
-        self._input = dataclasses.replace(self._contract, name=preprocessing or self._contract.name)
+        self._input = dataclasses.replace(contract, name=preprocessing or contract.name)
+        if self.record.random_weights:
+            warnings.warn(f"{self.path}: {RANDOM_WEIGHTS_WARNING}: its predictions mean nothing", stacklevel=2)
 
     @property
     def preprocessing(self) -> str:
         """The preprocessing this instance applies: "default" or "slim"."""
         return self._input.name
 
-    def _read_metadata(self) -> None:
-        meta = dict(self._session.get_modelmeta().custom_metadata_map)
-        contract.check_metadata(meta, self.path)
-        try:
-            self.metadata = meta
-            self._contract = Preprocessing.from_json(meta["preprocessing"])
-            self._resolution = int(meta["resolution"])
-            self._output_is_logits = meta["output"] == "logits"
-            self._drop_background = int(meta["classes"]) == 1001  # slim's background class: predictions skip it
-            self._labels = contract.labels_of(meta)
-        except (ValueError, TypeError) as e:
-            raise InvalidModelError(f"{self.path} has unreadable metadata: {e}") from None
-        if contract.is_random(meta):
-            warnings.warn(f"{self.path}: {contract.RANDOM_WEIGHTS_WARNING}: its predictions mean nothing", stacklevel=3)
+    @property
+    def metadata(self) -> dict:
+        """The artifact's metadata entries, as strings (`record` holds them typed)."""
+        return self.record.metadata()
 
+    def _check_io(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise InvalidModelError(f"{self.path} must have one input and one output")
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
-        R = self._resolution
-        if self._contract.image_input:
+        contract, R = self.record.preprocessing, self.record.resolution
+        if contract.image_input:
             expected = [3]  # any height and width
         else:
-            expected = [3, R, R] if self._contract.layout == "NCHW" else [R, R, 3]
+            expected = [3, R, R] if contract.layout == "NCHW" else [R, R, 3]
         if len(inputs[0].shape) != 4 or [d for d in inputs[0].shape[1:] if isinstance(d, int)] != expected:
             raise InvalidModelError(
                 f"{self.path} input shape {inputs[0].shape} does not match its metadata ({expected})"
@@ -135,22 +121,22 @@ class OnnxMobileNet:
     # --- properties -----------------------------------------------------------------------------
     @property
     def variant(self) -> str:
-        return self.metadata["variant"]
+        return self.record.spec.variant
 
     @property
     def input_size(self) -> int:
         """The side of the square image the network sees (its resolution)."""
-        return self._resolution
+        return self.record.resolution
 
     @property
     def input_contract(self) -> Preprocessing:
         """What the network takes, as the artifact records it: dtype, scaling, layout, preprocessing."""
-        return self._contract
+        return self.record.preprocessing
 
     @property
     def labels(self) -> tuple:
         """((wnid, label), ...) for class indices 0..999."""
-        return self._labels
+        return self.record.labels
 
     @property
     def providers(self) -> list:
@@ -166,46 +152,7 @@ class OnnxMobileNet:
         uint8 pixels for a quantized artifact; for an image-in artifact the decoded images
         themselves, which must then be of one size to make one batch."""
         items, _ = _as_list(images)
-        return self.batch_from_arrays([self.load_array(item) for item in items])
-
-    def load_array(self, source) -> np.ndarray:
-        """One image source as the array the model takes: the (R, R, 3) network input (decoded,
-        preprocessed, scaled or rounded as its metadata says), or for an image-in artifact the
-        decoded (H, W, 3) RGB image. Safe to call from many threads."""
-        draft = preprocessing_module.draft_size(self._resolution) if self.jpeg_draft else None
-        image = load_image(source, draft)
-        if self._contract.image_input:
-            return np.asarray(image)
-        return preprocessing_module.network_input(image, self._resolution, self._input)
-
-    def batch_from_arrays(self, arrays) -> np.ndarray:
-        """Arrays from `load_array` as one batch in the model's layout."""
-        if self._contract.image_input and len({a.shape for a in arrays}) > 1:
-            raise ValueError("an image-in artifact takes a batch of images of one size; these differ "
-                             f"({sorted({a.shape for a in arrays})}): use predict() or probabilities_of()")
-        if len(arrays) == 1:
-            batch = arrays[0][np.newaxis]  # a view: no copy for the common single image
-        elif arrays:
-            batch = np.stack(arrays)
-        else:
-            empty = (0, 1, 1, 3) if self._contract.image_input else (0, self._resolution, self._resolution, 3)
-            batch = np.zeros(empty, self._contract.dtype)
-        if self._contract.layout == "NCHW" and not self._contract.image_input:
-            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        return batch
-
-    def probabilities_of(self, arrays) -> np.ndarray:
-        """Probabilities (N, 1000) for arrays from `load_array`; an image-in artifact's images of
-        different sizes go through in one batch per size."""
-        if not self._contract.image_input:
-            return self.run(self.batch_from_arrays(arrays))
-        result = np.zeros((len(arrays), 1000), np.float32)
-        by_shape = {}
-        for index, array in enumerate(arrays):
-            by_shape.setdefault(array.shape, []).append(index)
-        for indices in by_shape.values():
-            result[indices] = self.run(np.stack([arrays[i] for i in indices]))
-        return result
+        return self._batch_of([self._load(item) for item in items])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, 1000) for a batch as the model takes it: float32 for float artifacts,
@@ -221,31 +168,17 @@ class OnnxMobileNet:
             result = outputs[0]
         else:
             result = np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
-        if self._drop_background:
+        background = self.record.classes == 1001  # slim's background class: predictions skip it
+        if background:
             result = result[:, 1:]
-        if self._output_is_logits or self._drop_background:
+        if self.record.spec.output == "logits" or background:
             result = softmax(result)
         return result
-
-    def _check_batch(self, batch: np.ndarray) -> None:
-        R = self._resolution
-        if self._contract.image_input:
-            if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3 or 0 in batch.shape[1:3]:
-                raise ValueError(f"run() takes decoded images, uint8 (N, H, W, 3), for this image-in artifact; "
-                                 f"got {batch.dtype} {batch.shape}")
-            return
-        shape = (3, R, R) if self._contract.layout == "NCHW" else (R, R, 3)
-        if batch.dtype != self._contract.dtype:
-            what = ("uint8 pixels (0..255, preprocessed, not scaled: the model quantizes them itself)"
-                    if self._contract.dtype == "uint8" else "a float32 batch")
-            raise ValueError(f"run() takes {what} for {self.variant}, got {batch.dtype}")
-        if batch.ndim != 4 or batch.shape[1:] != shape:
-            raise ValueError(f"run() takes a batch of shape (N, {', '.join(map(str, shape))}), got {batch.shape}")
 
     def predict_proba(self, images) -> np.ndarray:
         """Probabilities (N, 1000) for one image or a list of images."""
         items, _ = _as_list(images)
-        chunks = [self.probabilities_of([self.load_array(item) for item in items[i: i + self.batch_size]])
+        chunks = [self._probabilities_of([self._load(item) for item in items[i: i + self.batch_size]])
                   for i in range(0, len(items), self.batch_size)]
         if len(chunks) == 1:
             return chunks[0]
@@ -258,7 +191,7 @@ class OnnxMobileNet:
             raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
         items, single = _as_list(images)
         probabilities = self.predict_proba(items)
-        results = [self.top_predictions(p, top) for p in probabilities]
+        results = [self._top_predictions(p, top) for p in probabilities]
         return results[0] if single else results
 
     def predict_stream(self, sources, top: int = 5, *, workers: Optional[int] = None,
@@ -269,14 +202,71 @@ class OnnxMobileNet:
         while onnxruntime classifies batches of `batch_size` (default: this instance's); at most
         `prefetch` images (default 2 x batch_size + workers) are in flight, so memory stays flat. An
         image that cannot be read gives a result whose `error` says why; the stream goes on."""
-        from .stream import predict_stream
+        steps = stream.Steps(self._load, self._probabilities_of, self._top_predictions)
+        return stream.predict_stream(steps, sources, top, workers=workers,
+                                     batch_size=self.batch_size if batch_size is None else batch_size,
+                                     prefetch=prefetch)
 
-        return predict_stream(self, sources, top, workers=workers, batch_size=batch_size, prefetch=prefetch)
+    # --- its steps --------------------------------------------------------------------------------
+    def _load(self, source) -> np.ndarray:
+        """One image source as the array the model takes: the (R, R, 3) network input (decoded,
+        preprocessed, scaled or rounded as its metadata says), or for an image-in artifact the
+        decoded (H, W, 3) RGB image. Safe to call from many threads."""
+        R = self.record.resolution
+        image = load_image(source, preprocessing_module.draft_size(R) if self.jpeg_draft else None)
+        if self.record.preprocessing.image_input:
+            return np.asarray(image)
+        return preprocessing_module.network_input(image, R, self._input)
 
-    def top_predictions(self, probabilities: np.ndarray, top: int = 5) -> list:
+    def _batch_of(self, arrays) -> np.ndarray:
+        """Arrays from `_load` as one batch in the model's layout."""
+        contract, R = self.record.preprocessing, self.record.resolution
+        if contract.image_input and len({a.shape for a in arrays}) > 1:
+            raise ValueError("an image-in artifact takes a batch of images of one size; these differ "
+                             f"({sorted({a.shape for a in arrays})}): use predict() or predict_proba()")
+        if len(arrays) == 1:
+            batch = arrays[0][np.newaxis]  # a view: no copy for the common single image
+        elif arrays:
+            batch = np.stack(arrays)
+        else:
+            batch = np.zeros((0, 1, 1, 3) if contract.image_input else (0, R, R, 3), contract.dtype)
+        if contract.layout == "NCHW" and not contract.image_input:
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return batch
+
+    def _probabilities_of(self, arrays) -> np.ndarray:
+        """Probabilities (N, 1000) for arrays from `_load`; an image-in artifact's images of
+        different sizes go through in one batch per size."""
+        if not self.record.preprocessing.image_input:
+            return self.run(self._batch_of(arrays))
+        result = np.zeros((len(arrays), 1000), np.float32)
+        by_shape = {}
+        for index, array in enumerate(arrays):
+            by_shape.setdefault(array.shape, []).append(index)
+        for indices in by_shape.values():
+            result[indices] = self.run(np.stack([arrays[i] for i in indices]))
+        return result
+
+    def _check_batch(self, batch: np.ndarray) -> None:
+        contract, R = self.record.preprocessing, self.record.resolution
+        if contract.image_input:
+            if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3 or 0 in batch.shape[1:3]:
+                raise ValueError(f"run() takes decoded images, uint8 (N, H, W, 3), for this image-in artifact; "
+                                 f"got {batch.dtype} {batch.shape}")
+            return
+        shape = (3, R, R) if contract.layout == "NCHW" else (R, R, 3)
+        if batch.dtype != contract.dtype:
+            what = ("uint8 pixels (0..255, preprocessed, not scaled: the model quantizes them itself)"
+                    if contract.dtype == "uint8" else "a float32 batch")
+            raise ValueError(f"run() takes {what} for {self.variant}, got {batch.dtype}")
+        if batch.ndim != 4 or batch.shape[1:] != shape:
+            raise ValueError(f"run() takes a batch of shape (N, {', '.join(map(str, shape))}), got {batch.shape}")
+
+    def _top_predictions(self, probabilities: np.ndarray, top: int = 5) -> list:
         """The `top` most probable classes of one (1000,) probability vector, as `Prediction`s."""
         best = np.argsort(-probabilities, kind="stable")[:top]
-        return [Prediction(int(i), self._labels[i][0], self._labels[i][1], float(probabilities[i])) for i in best]
+        labels = self.record.labels
+        return [Prediction(int(i), labels[i][0], labels[i][1], float(probabilities[i])) for i in best]
 
 
 def _as_list(images):

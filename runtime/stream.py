@@ -12,7 +12,7 @@ import itertools
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 import numpy as np
 
@@ -40,31 +40,43 @@ class StreamResult(NamedTuple):
                 "probabilities": [round(p.probability, 6) for p in predictions], "error": self.error or ""}
 
 
-def predict_stream(model, sources: Iterable, top: int = 5, *, workers: Optional[int] = None,
-                   batch_size: Optional[int] = None, prefetch: Optional[int] = None) -> Iterator[StreamResult]:
+class Steps(NamedTuple):
+    """What a stream does to each source, a model's own steps: `load` one source into the array the
+    model takes (in a decoding thread), `probabilities` of a list of such arrays, `top_predictions`
+    of one probability vector."""
+
+    load: Callable
+    probabilities: Callable
+    top_predictions: Callable
+
+
+def predict_stream(steps: Steps, sources: Iterable, top: int = 5, *, workers: Optional[int] = None,
+                   batch_size: int = 32, prefetch: Optional[int] = None) -> Iterator[StreamResult]:
     """One `StreamResult` per source, in input order (see `OnnxMobileNet.predict_stream`)."""
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 1000:
         raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
     workers = os.cpu_count() or 1 if workers is None else workers
-    batch_size = model.batch_size if batch_size is None else batch_size
-    prefetch = 2 * batch_size + workers if prefetch is None else prefetch
+    prefetch = 2 * batch_size + workers if prefetch is None and isinstance(batch_size, int) else prefetch
     for name, value in (("workers", workers), ("batch_size", batch_size), ("prefetch", prefetch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(sources, np.ndarray) and sources.ndim == 4:
         sources = list(sources)
-    pending = iter(sources)
+    return _results(steps, iter(sources), top, workers, batch_size, prefetch)
+
+
+def _results(steps: Steps, pending, top: int, workers: int, batch_size: int, prefetch: int):
     window = deque()  # (source, future) in input order
     pool = ThreadPoolExecutor(workers, thread_name_prefix="onnx-mobilenets-decode")
     try:
         while True:
-            window.extend((s, pool.submit(model.load_array, s))
+            window.extend((s, pool.submit(steps.load, s))
                           for s in itertools.islice(pending, max(0, prefetch - len(window))))
             if not window:
                 return
             group = [window.popleft() for _ in range(min(batch_size, len(window)))]
             # Refill before waiting on the group, so decoding goes on while this batch is classified.
-            window.extend((s, pool.submit(model.load_array, s))
+            window.extend((s, pool.submit(steps.load, s))
                           for s in itertools.islice(pending, max(0, prefetch - len(window))))
             arrays, outcomes = [], []
             for source, future in group:
@@ -73,11 +85,11 @@ def predict_stream(model, sources: Iterable, top: int = 5, *, workers: Optional[
                     outcomes.append((source, len(arrays) - 1))
                 except SOURCE_ERRORS as e:
                     outcomes.append((source, f"{type(e).__name__}: {e}"))
-            probabilities = model.probabilities_of(arrays) if arrays else None
+            probabilities = steps.probabilities(arrays) if arrays else None
             for source, outcome in outcomes:
                 if isinstance(outcome, str):
                     yield StreamResult(source, None, outcome)
                 else:
-                    yield StreamResult(source, model.top_predictions(probabilities[outcome], top), None)
+                    yield StreamResult(source, steps.top_predictions(probabilities[outcome], top), None)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

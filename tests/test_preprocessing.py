@@ -11,8 +11,8 @@ from conftest import require_module
 from PIL import Image
 
 from onnx_mobilenets import DEFAULT_PREPROCESSING, OnnxMobileNet, preprocessing
-from onnx_mobilenets.contract import QUANTIZED_PREPROCESSING
 from onnx_mobilenets.conversion.preprocessing_graph import preprocessing_model
+from onnx_mobilenets.preprocessing import QUANTIZED_PREPROCESSING
 
 # (height, width): tall, wide, odd, square, tiny, one pixel, lines, sides just around R * 2^k, huge.
 SHAPES = [(375, 500), (500, 375), (1200, 1600), (333, 777), (777, 333), (224, 224), (256, 256), (255, 257),

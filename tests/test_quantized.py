@@ -20,11 +20,11 @@ from conftest import IMAGES, QUANT_FIXTURES, WITHOUT_TENSORFLOW, assert_quantize
 from onnx import numpy_helper
 
 from onnx_mobilenets import ConversionError, InvalidModelError, OnnxMobileNet, get_variant
+from onnx_mobilenets.artifact import golden_of, read_record, runtime_form
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.cli.verify import verify_artifact
-from onnx_mobilenets.contract import golden_of
 from onnx_mobilenets.conversion import convert_variant, quantized
-from onnx_mobilenets.model_bytes import cpu_has_vnni, read_metadata, runtime_form, with_int8_weights
+from onnx_mobilenets.model_bytes import cpu_has_vnni, read_metadata, with_int8_weights
 from onnx_mobilenets.parity import check_quantized, parity_pixels
 
 
@@ -42,7 +42,7 @@ def expected_quant(fixtures):
 
 def _quantized_logits(path, pixels, as_runtime=True):
     data = Path(path).read_bytes()
-    quantization = json.loads(read_metadata(data)["quantization"])
+    quantization = read_record(data).quantization
     return quantized.onnx_quantized_logits(_with_logits_output(data), [pixels], quantization, as_runtime)
 
 
@@ -255,7 +255,8 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
         "from pathlib import Path\n"
         "from onnx_mobilenets import OnnxMobileNet\n"
         "from onnx_mobilenets.parity import parity_pixels\n"
-        "from onnx_mobilenets.model_bytes import cpu_has_vnni, int8_weight_names, with_int8_weights\n"
+        "from onnx_mobilenets.artifact import read_record\n"
+        "from onnx_mobilenets.model_bytes import cpu_has_vnni, with_int8_weights\n"
         "from numpy._core._multiarray_umath import __cpu_features__ as cpu\n"
         "out = {'cpu': {k: bool(cpu.get(k)) for k in ('AVX2', 'AVX512F', 'AVX512VNNI')}, 'vnni': cpu_has_vnni()}\n"
         "for name in sys.argv[3:]:\n"
@@ -264,7 +265,7 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
         "    photos = model.preprocess([Path(sys.argv[2]) / i for i in ('elephant.jpg', 'cheetah.jpg')])\n"
         "    pixels = np.concatenate([parity_pixels(model.input_size), photos])\n"
         "    data = path.read_bytes()\n"
-        "    int8 = ort.InferenceSession(with_int8_weights(data, int8_weight_names(data)))\n"
+        "    int8 = ort.InferenceSession(with_int8_weights(data, read_record(data).quantization.int8_view))\n"
         "    out[name] = {'pixels': pixels.tolist(), 'probabilities': model.run(pixels).tolist(),\n"
         "                 'int8_probabilities': int8.run(None, {'images': pixels})[0].tolist()}\n"
         "print(json.dumps(out))\n"
@@ -272,8 +273,6 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
     result = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code, str(quant_artifacts),
                              str(fixtures / "images"), *QUANT_FIXTURES], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    from onnx_mobilenets.cli.verify import quantized_logits
-
     runs = json.loads(result.stdout)
     assert runs.pop("cpu") == {"AVX2": True, "AVX512F": False, "AVX512VNNI": False}  # really an AVX2-only CPU
     assert runs.pop("vnni") is False
@@ -281,10 +280,10 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
     for name, run in runs.items():
         pixels = np.asarray(run["pixels"], np.uint8)
         reference = quantized.tflite_logits(tflite_models[name], pixels)[:, 1:].astype(int)
-        quantization = json.loads(read_metadata((quant_artifacts / f"{name}.onnx").read_bytes())["quantization"])
-        ours = quantized_logits(np.asarray(run["probabilities"]), "probabilities", quantization, reference)
+        quantization = read_record(quant_artifacts / f"{name}.onnx").quantization
+        ours = quantization.quantized_logits(np.asarray(run["probabilities"]), "probabilities", reference)
         assert check_quantized(reference, ours).passed, name
-        int8 = quantized_logits(np.asarray(run["int8_probabilities"]), "probabilities", quantization, reference)
+        int8 = quantization.quantized_logits(np.asarray(run["int8_probabilities"]), "probabilities", reference)
         int8_agrees[name] = check_quantized(reference, int8).passed
     assert int8_agrees["mobilenet_v1_0.25_128_quant"] is False, int8_agrees
 

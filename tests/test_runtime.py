@@ -622,7 +622,7 @@ def test_gpu_check_judges_a_gpu_by_the_gpu_rules(fixture_artifacts, quant_artifa
     quantized one, the rule for other engines (3 steps pass, 12 fail)."""
     float_path = out_path = fixture_artifacts[0] / "mobilenet_v1_0.25_128.onnx"
     meta = OnnxRuntime("cpu").session(float_path).get_modelmeta().custom_metadata_map
-    from onnx_mobilenets.contract import golden_of
+    from onnx_mobilenets.artifact import golden_of
     from onnx_mobilenets.parity import tolerance_for
 
     _, golden = golden_of(meta)

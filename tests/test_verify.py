@@ -15,10 +15,10 @@ import pytest
 from conftest import WITHOUT_TENSORFLOW, pretend_cuda_is_installed, require
 from onnx import numpy_helper
 
+from onnx_mobilenets.artifact import golden_of
 from onnx_mobilenets.cli import engines
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.cli.verify import verify_artifact
-from onnx_mobilenets.contract import golden_of
 from onnx_mobilenets.download import cache_dir
 from onnx_mobilenets.parity import GOLDEN_COUNT, GOLDEN_SEED, check, parity_inputs, parity_pixels, tolerance_for
 

@@ -21,14 +21,12 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from onnx_mobilenets.artifact import judge, read_record
 from onnx_mobilenets.cli.engines import TF32_OVERRIDE_ENV, OnnxRuntime
-from onnx_mobilenets.cli.verify import verify_artifact
-from onnx_mobilenets.contract import Preprocessing
 from onnx_mobilenets.parity import parity_images, parity_inputs, parity_pixels
 from onnx_mobilenets.tables import markdown_table
 
@@ -44,11 +42,10 @@ def median_latency_ms(session, batch, runs) -> float:
     return float(np.median(times))
 
 
-def timing_batch(meta: dict, size: int) -> np.ndarray:
+def timing_batch(record, size: int) -> np.ndarray:
     """`size` inputs as the artifact takes them: images of 480x640 for an image-in artifact, the
     parity pixels for a quantized one, the parity inputs otherwise (in the artifact's layout)."""
-    contract = Preprocessing.from_json(meta["preprocessing"])
-    R = int(meta["resolution"])
+    contract, R = record.preprocessing, record.resolution
     if contract.image_input:
         image = parity_images(2 * R, count=1, seed=7)[0]
         return np.stack([np.resize(image, (480, 640, 3))] * size)
@@ -59,12 +56,22 @@ def timing_batch(meta: dict, size: int) -> np.ndarray:
 
 
 def check_artifact(path, reference: OnnxRuntime, candidate: OnnxRuntime, runs: int) -> list:
-    """The two providers' rows for one artifact, with their latencies."""
-    rows = [asdict(r) for r in verify_artifact(Path(path), use_keras=False, engines=[reference, candidate])]
-    meta = dict(reference.session(path).get_modelmeta().custom_metadata_map)
-    for row, engine in zip(rows, (reference, candidate)):
+    """The two providers' rows for one artifact (each judged against the golden record as `verify`
+    judges it), with their latencies."""
+    record = read_record(path)
+    feeds = record.feeds(record.golden_inputs())
+    rows = []
+    for engine in (reference, candidate):
+        judgement = judge(record, engine.run(path, feeds), device=engine.device, exact=engine.exact)
+        row = {"artifact": record.name, "runtime": engine.name, "reference": "golden",
+               "output": "quantized logits" if record.quantization else record.spec.output,
+               "max_abs_diff": judgement.max_difference, "bound": judgement.bound, "headroom": judgement.headroom,
+               "top1_agreement": judgement.top1_agreement,
+               "status": "pass" if judgement.passed else "fail",
+               "note": "; ".join(n for n in (engine.note, judgement.note, *judgement.problems) if n)}
         for n in (1, 32):
-            row[f"ms_batch{n}"] = median_latency_ms(engine.session(path), timing_batch(meta, n), runs)
+            row[f"ms_batch{n}"] = median_latency_ms(engine.session(path), timing_batch(record, n), runs)
+        rows.append(row)
     return rows
 
 

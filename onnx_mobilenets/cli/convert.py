@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_mobilenets import catalogue, contract, download, preprocessing
+from onnx_mobilenets import catalogue, download, preprocessing
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
 from onnx_mobilenets.errors import OnnxMobileNetsError
 from onnx_mobilenets.runtime.images import load_image
@@ -26,14 +26,14 @@ def run(args) -> int:
         variants = _variants(args)
         images = _parity_images(args.parity_image, variants) if args.parity_image else None
         output = Path(args.output) if args.output else download.artifacts_dir()
-        options = dict(checkpoint=args.checkpoint, random_weights=args.random_weights,
-                       opset=args.opset or DEFAULT_OPSET, weights_source=args.weights_source, logits=args.logits,
-                       nchw=args.nchw, preprocessing=args.preprocessing, image_input=args.image_input)
+        options = dict(opset=args.opset or DEFAULT_OPSET, logits=args.logits, nchw=args.nchw,
+                       preprocessing=args.preprocessing, image_input=args.image_input,
+                       weights_source=args.weights_source)
         outcomes = {}  # name -> "converted", "up to date", or why it failed
         try:
             for i, variant in enumerate(variants, 1):
-                outcomes[variant.name] = _convert_one(f"[{i}/{len(variants)}] {variant.name}", variant, output, options,
-                                                      images[variant.name] if images else None, args.force)
+                outcomes[variant.name] = _convert_one(f"[{i}/{len(variants)}] {variant.name}", variant, output, args,
+                                                      options, images[variant.name] if images else None)
         except KeyboardInterrupt:
             print("\ninterrupted: no partial file is left; a rerun does what is left", file=sys.stderr)
             _summary(outcomes, variants, output, args.random_weights)
@@ -41,19 +41,20 @@ def run(args) -> int:
     return _summary(outcomes, variants, output, args.random_weights)
 
 
-def _convert_one(label: str, variant, output: Path, options: dict, images, force: bool) -> str:
-    """Convert one variant unless its artifact is up to date; its outcome, printed as it goes."""
-    from onnx_mobilenets.conversion import convert_variant
-    from onnx_mobilenets.conversion.convert import is_up_to_date
+def _convert_one(label: str, variant, output: Path, args, options: dict, images) -> str:
+    """Convert one variant unless its artifact is up to date; its outcome, printed as it goes. The
+    weights' source is fetched once, for both."""
+    from onnx_mobilenets.conversion.convert import convert, fetch_source, is_up_to_date, spec_for
 
     try:
-        if not force and is_up_to_date(variant.name, output, **options):
-            name = contract.artifact_name(variant.name, options["image_input"], options["preprocessing"])
-            print(f"{label}: up to date ({output / (name + '.onnx')})", flush=True)
+        spec = spec_for(variant.name, **options)
+        source = fetch_source(variant, args.checkpoint, args.random_weights)
+        if not args.force and is_up_to_date(spec, output, source, options["weights_source"]):
+            print(f"{label}: up to date ({spec.path_in(output)})", flush=True)
             return "up to date"
-        print(f"{label}: converting (opset {options['opset']}"
-              f"{', random weights' if options['random_weights'] else ''})...", flush=True)
-        report = convert_variant(variant.name, output, images=images, **options)
+        print(f"{label}: converting (opset {spec.opset}{', random weights' if args.random_weights else ''})...",
+              flush=True)
+        report = convert(spec, output, source, weights_source=options["weights_source"], images=images)
     except (OnnxMobileNetsError, FileNotFoundError, ValueError) as e:
         reason = " ".join(str(e).split())  # one line
         print(f"{label}: FAILED: {reason}", file=sys.stderr, flush=True)

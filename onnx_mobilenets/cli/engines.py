@@ -30,8 +30,8 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
+from onnx_mobilenets.artifact import runtime_form
 from onnx_mobilenets.errors import OnnxMobileNetsError, ProviderError
-from onnx_mobilenets.model_bytes import runtime_form
 from onnx_mobilenets.runtime.providers import CPU, CUDA, create_session, cuda_options
 
 VERIFY_EXTRA = "pip install 'onnx-mobilenets[verify]'"
@@ -46,13 +46,15 @@ class EngineCrashed(OnnxMobileNetsError):
 
 
 class Engine:
-    """One way to run an ONNX file. `device` picks the tolerance ("cpu" or "gpu"); an engine that
-    does not claim `runs_image_input` is not failed for refusing an image-in artifact (dynamic
-    shapes), only skipped with its reason."""
+    """One way to run an ONNX file. `device` picks the tolerance ("cpu" or "gpu"); `exact`: it
+    computes quantized artifacts as TFLite does, step for step (`onnx_mobilenets.artifact.judge`);
+    an engine that does not claim `runs_image_input` is not failed for refusing an image-in
+    artifact (dynamic shapes), only skipped with its reason."""
 
     name = ""
     label = ""  # what to call it in messages
     device = "cpu"
+    exact = False
     note = ""
     runs_image_input = True
 
@@ -83,6 +85,10 @@ class OnnxRuntime(Engine):
         self.device = "cpu" if provider == "cpu" else "gpu"
         self.note = {"cuda": "TF32 off", "tensorrt": "TF32 off (NVIDIA_TF32_OVERRIDE=0)"}.get(provider, "")
         self._last = None  # (path, session)
+
+    @property
+    def exact(self) -> bool:
+        return self.provider == "cpu"  # onnxruntime's CPU QDQ kernels follow TFLite's integer arithmetic
 
     def unavailable(self) -> Optional[str]:
         wanted = PROVIDERS[self.provider]

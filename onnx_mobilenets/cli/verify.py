@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -24,33 +23,25 @@ from typing import Optional
 import numpy as np
 
 from onnx_mobilenets import catalogue, download
-from onnx_mobilenets.contract import Preprocessing, artifact_name, check_metadata, golden_of
+from onnx_mobilenets.artifact import ArtifactRecord, ArtifactSpec, Judgement, judge, read_record
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
 from onnx_mobilenets.errors import DownloadError, InvalidModelError
-from onnx_mobilenets.parity import (
-    EXACT,
-    OTHER_ENGINE,
-    SMALLEST_PROBABILITY,
-    check,
-    check_quantized,
-    tolerance_for,
-)
 from onnx_mobilenets.preprocessing import network_input
-from onnx_mobilenets.runtime.artifacts import cached_artifact
+from onnx_mobilenets.runtime.artifacts import cached_path
 from onnx_mobilenets.tables import markdown_table
 
-from .engines import TF32_OVERRIDE_ENV, OnnxRuntime, engines_here
+from .engines import TF32_OVERRIDE_ENV, engines_here
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class VerifyRow:
-    artifact: str  # variant name, and -image, -slim for image-in artifacts and slim's (`contract.artifact_name`)
+    artifact: str  # the artifact's name (`ArtifactSpec.name`): the variant, and -image, -slim
     runtime: str  # e.g. "onnxruntime-CPU", "OpenVINO-CPU"
     version: str  # of that runtime
     reference: str  # "keras" or "golden"
-    output: str  # what was compared: "logits" or "probabilities"
+    output: str  # what was compared: "logits", "probabilities" or "quantized logits"
     max_abs_diff: Optional[float]
     bound: Optional[float]  # the error bound at the sample closest to it
     headroom: Optional[float]  # bound / difference at that sample; None when identical or not run
@@ -62,147 +53,85 @@ class VerifyRow:
     def passed(self) -> bool:
         return self.status != "fail"
 
+    @classmethod
+    def judged(cls, name, runtime, version, reference, output, judgement: Judgement, note="") -> "VerifyRow":
+        return cls(name, runtime, version, reference, output, judgement.max_difference, judgement.bound,
+                   judgement.headroom, judgement.top1_agreement, "pass" if judgement.passed else "fail", note)
 
-def quantized_logits(outputs: np.ndarray, output: str, quantization: dict, reference: np.ndarray) -> np.ndarray:
-    """A quantized artifact's outputs as integer quantized logits. Logits: (z / scale + zero point).
-    Probabilities fix the logits only up to a constant per sample (log p = z - logsumexp z); that
-    constant is the one that puts most of them on the reference's, a whole number of steps."""
-    scale, zero_point = quantization["logits_scale"], quantization["logits_zero_point"]
-    if output == "logits":
-        return np.rint(np.asarray(outputs, np.float64) / scale + zero_point).astype(int)
-    relative = np.log(np.maximum(np.asarray(outputs, np.float64), SMALLEST_PROBABILITY)) / scale
-    offset = np.median(reference - relative, axis=1, keepdims=True)
-    return np.rint(relative + offset).astype(int)
-
-
-def keras_reference(metadata: dict, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the artifact's network rebuilt in Keras from its recorded weights, on NHWC `inputs`."""
-    from onnx_mobilenets.conversion import build_variant, logits_model, randomize_weights
-
-    weights = json.loads(metadata["weights"])
-    name = metadata["variant"]
-    if weights.get("random"):
-        model = build_variant(name, weights=None)
-        randomize_weights(model, int(weights.get("seed", 0)))
-    else:
-        source = weights.get("source", "")
-        checkpoint = name if "://" in source else source
-        if "://" not in source and not Path(source).exists():
-            raise FileNotFoundError(f"the checkpoint {source} recorded in the artifact is not on this machine")
-        model = build_variant(name, weights=checkpoint, weights_source=weights.get("weights_source", "ema"))
-    return np.asarray(logits_model(model)(inputs, training=False), np.float32)
-
-
-def _row(name, runtime, version, reference, output, agreement, note="") -> VerifyRow:
-    return VerifyRow(name, runtime, version, reference, output, agreement.max_abs_diff, agreement.bound,
-                     None if math.isinf(agreement.headroom) else agreement.headroom, agreement.top1_agreement,
-                     "pass" if agreement.passed else "fail", note)
+    @classmethod
+    def not_run(cls, name, runtime, version, reference, output, status, note) -> "VerifyRow":
+        return cls(name, runtime, version, reference, output, None, None, None, None, status, note)
 
 
 def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
-    """Rows for one artifact: Keras against the golden record, then each engine against the reference.
-    The golden inputs are the parity inputs, or for an image-in artifact images of many sizes."""
+    """Rows for one artifact: Keras against the golden record (float artifacts), then each engine
+    on the golden inputs, judged (`onnx_mobilenets.artifact.judge`) against the reference: Keras
+    rebuilt from the recorded weights where it can be, else the golden record."""
     path = Path(path)
     engines = engines_here() if engines is None else engines
-    cpu = next((e for e in engines if isinstance(e, OnnxRuntime) and e.provider == "cpu"), OnnxRuntime("cpu"))
-    meta = dict(cpu.session(path).get_modelmeta().custom_metadata_map)  # the CPU row reuses this session
-    check_metadata(meta, path)
-    if "golden" not in meta:
+    record = read_record(path)
+    if record.golden is None:
         raise InvalidModelError(f"{path} carries no golden outputs: not an artifact made by onnx-mobilenets")
-    input_contract = Preprocessing.from_json(meta["preprocessing"])
-    inputs, golden = golden_of(meta)
-    feeds = _feeds(inputs, input_contract)
-    name = artifact_name(meta["variant"], input_contract.image_input, input_contract.name)
-    if "quantization" in meta:
-        return _verify_quantized(path, name, meta, feeds, golden, engines, input_contract.image_input)
-    family, output = meta["family"], meta["output"]
-    rows, reference, reference_name = _float_reference(name, meta, inputs, input_contract, golden, use_keras)
-
+    inputs = record.golden_inputs()
+    feeds = record.feeds(inputs)
+    rows, reference, reference_name = [], record.golden.values, "golden"
+    if record.quantization is None and use_keras:
+        rows, reference, reference_name = _keras_reference(record, inputs)
+    output = "quantized logits" if record.quantization else record.spec.output
     for engine in engines:
-        def judge(outputs, engine=engine) -> VerifyRow:
-            agreement = check(reference, outputs, output, tolerance_for(family, engine.device))
-            return _row(name, engine.name, engine.version(), reference_name, output, agreement, engine.note)
+        def judged(outputs, engine=engine) -> VerifyRow:
+            judgement = judge(record, outputs, reference=reference, device=engine.device, exact=engine.exact)
+            # float rows: the engine's settings; quantized rows: how many logits are TFLite's, and why not
+            note = engine.note if record.quantization is None else "; ".join([judgement.note, *judgement.problems])
+            return VerifyRow.judged(record.name, engine.name, engine.version(), reference_name, output, judgement,
+                                    note)
 
-        rows.append(_engine_row(engine, path, feeds, name, reference_name, output, input_contract.image_input, judge))
+        rows.append(_engine_row(engine, path, feeds, record, reference_name, output, judged))
     return rows
 
 
-def _feeds(inputs, input_contract) -> list:
-    """What the engines are fed: the golden batch in the network's layout, or each golden image."""
-    if input_contract.image_input:
-        return [image[np.newaxis] for image in inputs]
-    if input_contract.layout == "NCHW":
-        inputs = inputs.transpose(0, 3, 1, 2)
-    return [np.ascontiguousarray(inputs)]
-
-
-def _float_reference(name: str, meta: dict, inputs, input_contract, golden, use_keras: bool) -> tuple:
+def _keras_reference(record: ArtifactRecord, inputs) -> tuple:
     """([Keras' row], the reference logits, its name): Keras rebuilt from the recorded weights when
     TensorFlow is here and the checkpoint can be had (its row checks it against the golden record),
     else the golden record."""
-    family = meta["family"]
-    if not use_keras:
-        return [], golden, "golden"
     try:
         import tensorflow as tf
     except ImportError:
         logger.info("the [convert] extra is not installed: comparing with the golden outputs")
-        return [], golden, "golden"
-    if input_contract.image_input:  # Keras takes what the preprocessing's NumPy twin makes of the images
-        twin = dataclasses.replace(input_contract, layout="NHWC", image_input=False)
-        inputs = np.stack([network_input(image, int(meta["resolution"]), twin) for image in inputs])
+        return [], record.golden.values, "golden"
+    from onnx_mobilenets.conversion import keras_reference
+
+    if record.preprocessing.image_input:  # Keras takes what the preprocessing's NumPy twin makes of the images
+        twin = dataclasses.replace(record.preprocessing, layout="NHWC", image_input=False)
+        inputs = np.stack([network_input(image, record.resolution, twin) for image in inputs])
     try:
-        reference = keras_reference(meta, inputs)
+        reference = keras_reference(record, inputs)
     except (OSError, DownloadError) as e:  # checkpoint not here, or not downloadable (offline)
-        skipped = VerifyRow(name, "keras", tf.__version__, "golden", "logits", None, None, None, None, "skipped",
-                            f"{e}")
-        return [skipped], golden, "golden"
-    agreement = check(golden, reference, "logits", tolerance_for(family, "cpu"))
-    return [_row(name, "keras", tf.__version__, "golden", "logits", agreement)], reference, "keras"
+        return [VerifyRow.not_run(record.name, "keras", tf.__version__, "golden", "logits", "skipped", f"{e}")], \
+            record.golden.values, "golden"
+    judgement = judge(record, reference, output="logits")
+    return [VerifyRow.judged(record.name, "keras", tf.__version__, "golden", "logits", judgement)], reference, "keras"
 
 
-def _engine_row(engine, path, feeds, name, reference_name, output, image_input: bool, judge) -> VerifyRow:
+def _engine_row(engine, path, feeds, record, reference_name, output, judged) -> VerifyRow:
     """One engine's row: skipped with the reason when it cannot run here; failed when it fails or
-    crashes on the file; else what `judge` makes of its outputs. An engine that does not claim to
+    crashes on the file; else what `judged` makes of its outputs. An engine that does not claim to
     run image-in artifacts (dynamic shapes) is not failed on one: its row is skipped, saying what it
     did (refused it, crashed, or computed something else: the numbers stay in the row)."""
     reason = engine.unavailable()
     if reason:
-        return VerifyRow(name, engine.name, "", reference_name, output, None, None, None, None, "skipped", reason)
-    unclaimed = image_input and not engine.runs_image_input
+        return VerifyRow.not_run(record.name, engine.name, "", reference_name, output, "skipped", reason)
+    unclaimed = record.preprocessing.image_input and not engine.runs_image_input
     try:
-        row = judge(engine.run(path, feeds))
+        row = judged(engine.run(path, feeds))
     except Exception as e:  # an engine that fails on the file is a row, never the end of verify
         message = f"could not run: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}"
-        row = VerifyRow(name, engine.name, engine.version(), reference_name, output, None, None, None, None, "fail",
-                        message)
+        row = VerifyRow.not_run(record.name, engine.name, engine.version(), reference_name, output, "fail", message)
     if unclaimed and row.status == "fail":
         row.status = "skipped"
         what = row.note or "wrong outputs"
         row.note = f"{engine.label} does not run image-in artifacts (dynamic shapes) right: {what}"
     return row
-
-
-def _verify_quantized(path, name: str, meta, feeds, golden, engines, image_input: bool) -> list:
-    """Rows for a quantized artifact, against TFLite's answers (its golden record): onnxruntime's
-    CPU step for step (`parity.EXACT`); other engines and devices, which round their own way, under
-    `parity.OTHER_ENGINE`."""
-    output = meta["output"]
-    quantization = json.loads(meta["quantization"])
-    rows = []
-    for engine in engines:
-        rule = EXACT if isinstance(engine, OnnxRuntime) and engine.provider == "cpu" else OTHER_ENGINE
-
-        def judge(outputs, engine=engine, rule=rule) -> VerifyRow:
-            agreement = check_quantized(golden, quantized_logits(outputs, output, quantization, golden), rule)
-            note = (f"{agreement.identical:.1%} identical (at least {rule.min_identical:.0%} required)"
-                    + ("; " + "; ".join(agreement.problems()) if not agreement.passed else ""))
-            return VerifyRow(name, engine.name, engine.version(), "golden", "quantized logits",
-                             float(agreement.max_steps), float(rule.max_steps), None, agreement.top1_agreement,
-                             "pass" if agreement.passed else "fail", note)
-
-        rows.append(_engine_row(engine, path, feeds, name, "golden", "quantized logits", image_input, judge))
-    return rows
 
 
 def rows_as_json(rows) -> str:
@@ -281,7 +210,7 @@ def _targets(args) -> list:
 
 
 def _cached(name: str) -> Path:
-    path = cached_artifact(catalogue.get_variant(name).name)
+    path = cached_path(ArtifactSpec.of_variant(name))
     if not path.is_file():
         raise FileNotFoundError(f"{name} is not in the cache ({path}); convert it or pass a path")
     return path

@@ -14,9 +14,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from onnx_mobilenets import contract
+from onnx_mobilenets.artifact import read_record
 from onnx_mobilenets.files import atomic_write
-from onnx_mobilenets.model_bytes import read_metadata
 from onnx_mobilenets.runtime.artifacts import resolve_model
 
 ORT_WEB_VERSION = "1.30.0"  # the version tests/web/package-lock.json pins and the tests ran
@@ -29,10 +28,8 @@ PAGE_FILES = ("index.html", "mobilenet.js")
 def run(args) -> int:
     artifact = resolve_model(args.name, image_input=True, preprocessing_name=args.preprocessing)
     data = artifact.read_bytes()
-    metadata = read_metadata(data)
-    contract.check_metadata(metadata, artifact)
-    record = contract.Preprocessing.from_json(metadata["preprocessing"])
-    if not record.image_input:
+    record = read_record(data, artifact)
+    if not record.preprocessing.image_input:
         raise ValueError(f"{artifact} takes the network's input, not images: the page needs an image-in artifact "
                          f"(onnx-mobilenets convert NAME --image-input)")
     if args.ort_web:
@@ -44,7 +41,7 @@ def run(args) -> int:
         atomic_write(site / name, pages.joinpath(name).read_bytes())
     model = f"models/{artifact.stem}.onnx"
     atomic_write(site / model, data)
-    labels = {"variant": metadata["variant"], "preprocessing": record.name, "labels": contract.labels_of(metadata)}
+    labels = {"variant": record.spec.variant, "preprocessing": record.preprocessing.name, "labels": record.labels}
     atomic_write(site / f"models/{artifact.stem}.labels.json", json.dumps(labels).encode())
     ort, ort_files = _ort_web(args.ort_web, site)
     atomic_write(site / "site.json", json.dumps({"model": model, "ort": ort, "ortFiles": ort_files,

@@ -20,12 +20,13 @@ import tf2onnx
 from PIL import Image
 
 from onnx_mobilenets import catalogue
+from onnx_mobilenets.artifact import runtime_form
 from onnx_mobilenets.conversion import build_variant, convert_variant, randomize_weights
 from onnx_mobilenets.conversion.quantized import interpreter, read_tflite
-from onnx_mobilenets.model_bytes import cpu_has_vnni, runtime_form
+from onnx_mobilenets.model_bytes import cpu_has_vnni
 from onnx_mobilenets.parity import parity_inputs, parity_pixels
 from onnx_mobilenets.runtime import OnnxMobileNet
-from onnx_mobilenets.sessions import new_session, quiet_options
+from onnx_mobilenets.sessions import new_session, session_options
 
 from .measure import measure_alternating, paired_ratio, summarize
 
@@ -36,7 +37,7 @@ def time_by_layer_kind(model: bytes, feed: dict, threads: int, runs: int = 100) 
     graph as onnxruntime runs it (after its fusions; a convolution is depthwise when its group count
     is above 1)."""
     with tempfile.TemporaryDirectory(prefix="onnx-mobilenets-profile-") as tmp:
-        options = quiet_options()
+        options = session_options()
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
         options.optimized_model_filepath = str(Path(tmp) / "as_run.onnx")
@@ -322,9 +323,9 @@ def _many_images(artifact, paths: list, command: list, threads: int, batch_size:
     # Core-seconds per image: decoding and preprocessing on one thread (CPU time, so waiting
     # costs nothing), inference of whole batches on one onnxruntime thread.
     cpu_started = time.process_time()
-    arrays = [single.load_array(p) for p in sample]
+    decoded = single.preprocess(sample)
     decode = (time.process_time() - cpu_started) / len(sample)
-    batch = single.batch_from_arrays((arrays * (batch_size // len(arrays) + 1))[:batch_size])
+    batch = np.concatenate([decoded] * (batch_size // len(decoded) + 1))[:batch_size]
     single.run(batch)
     infer = min(_seconds(lambda: single.run(batch)) for _ in range(3)) / batch_size
     limit = os.cpu_count() / (decode + infer)
