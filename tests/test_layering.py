@@ -192,3 +192,136 @@ def test_no_function_is_longer_than_60_lines():
 def test_floors(module, floor):
     assert floor_of(module) == floor
 
+
+def module_graph(root: Path = REPO) -> dict:
+    """{module: the package's modules it imports}, imports inside functions included. ``from P import
+    m`` of a submodule m is an import of P.m alone (a package's __init__ runs first whatever is
+    imported from it: that is no edge), and a facade name the runtime defines an import of the runtime."""
+    modules = {module: path for module, path in source_files(root)}
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for target, _, names in imports_of(module, path, root):
+            if not target or not floor_of(target):
+                continue
+            if names and all(f"{target}.{n}" in modules for n in names):
+                continue  # `from P import m, n` of submodules: their own entries are the edges
+            while target not in modules and "." in target:  # a name inside a module: the module
+                target = target.rpartition(".")[0]
+            if target in modules and target != module:
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def import_circles(graph: dict) -> list:
+    """The strongly connected groups of more than one module (Tarjan's algorithm), sorted."""
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(module):
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(circles)
+
+
+def test_no_import_circle():
+    assert import_circles(module_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle_through_a_function_level_import(tmp_path):
+    for folder in PACKAGES:
+        for path in (REPO / folder).rglob("*.py"):
+            copy = tmp_path / folder / path.relative_to(REPO / folder)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+    (tmp_path / "conversion" / "first.py").write_text("from . import second\n")
+    (tmp_path / "conversion" / "second.py").write_text("def f():\n    from .first import g\n    return g\n")
+    assert import_circles(module_graph(tmp_path)) == [["onnx_mobilenets.conversion.first",
+                                                       "onnx_mobilenets.conversion.second"]]
+
+
+# What an artifact records is read in one module: the metadata entries themselves, and the readers
+# that hand them out.
+ARTIFACT_MODULE = "onnx_mobilenets.artifact"
+METADATA_READERS = {"read_metadata", "custom_metadata_map", "get_modelmeta", "metadata_props"}
+METADATA_KEYS = {"variant", "family", "alpha", "resolution", "output", "classes", "preprocessing", "labels",
+                 "weights", "versions", "opset", "parity", "golden", "quantization", "batch"}
+
+
+def metadata_read_outside_the_artifact_module(root: Path = REPO) -> list:
+    """Lines outside `onnx_mobilenets.artifact` (and the protobuf reader it uses) that read an
+    artifact's metadata: a metadata reader named, or a metadata key looked up in something called
+    meta or metadata. (Writing the metadata_props of a model being made is the converter's.)"""
+    found = []
+    for module, path in source_files(root):
+        if module in (ARTIFACT_MODULE, "onnx_mobilenets.model_bytes"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+            if name in METADATA_READERS and not _writes_metadata(node, path):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {name}")
+            if (isinstance(node, ast.Subscript) and getattr(node.value, "id", getattr(node.value, "attr", ""))
+                    in ("meta", "metadata") and isinstance(node.slice, ast.Constant)
+                    and node.slice.value in METADATA_KEYS):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: metadata[{node.slice.value!r}]")
+    return found
+
+
+def _writes_metadata(node, path: Path) -> bool:
+    """``proto.metadata_props.add()`` / ``del proto.metadata_props[:]``: what a converter writes."""
+    line = path.read_text().splitlines()[node.lineno - 1]
+    return isinstance(node, ast.Attribute) and node.attr == "metadata_props" and (
+        "metadata_props.add()" in line or "del " in line)
+
+
+def test_only_the_artifact_module_reads_what_an_artifact_records():
+    assert metadata_read_outside_the_artifact_module() == []
+
+
+def test_the_metadata_check_names_a_reader_elsewhere(tmp_path):
+    for folder in PACKAGES:
+        for path in (REPO / folder).rglob("*.py"):
+            copy = tmp_path / folder / path.relative_to(REPO / folder)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+    (tmp_path / "runtime" / "planted.py").write_text(
+        "import json\n\n\ndef f(session, meta):\n    m = session.get_modelmeta().custom_metadata_map\n"
+        "    return json.loads(meta['weights']), m\n")
+    found = metadata_read_outside_the_artifact_module(tmp_path)
+    assert found == ["runtime/planted.py:5: custom_metadata_map", "runtime/planted.py:5: get_modelmeta",
+                     "runtime/planted.py:6: metadata['weights']"], found
+
+
+def test_one_place_makes_onnxruntime_sessions():
+    """Sessions and their options are made in `onnx_mobilenets.sessions` alone."""
+    found = []
+    for module, path in source_files():
+        if module == "onnx_mobilenets.sessions":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if called in ("InferenceSession", "SessionOptions"):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {called}()")
+    assert found == []
