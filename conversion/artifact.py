@@ -93,7 +93,7 @@ def export_artifact(maker: GraphMaker, spec: ArtifactSpec, path, images: Optiona
         inputs = np.concatenate([inputs, _checked_images(images, inputs)])
     parity, golden = maker.check_parity(network, proto, inputs, network.feeds(inputs))
     if spec.image_input:
-        proto = with_preprocessing(proto, record.resolution, record.preprocessing, spec.opset)
+        proto = with_preprocessing(proto, record.resolution, record.preprocessing, spec.opset, spec.batch)
         check_structure(proto, spec.opset, image_input=True)
         check_census(node_census(proto), maker.allowed_ops + PREPROCESSING_OPS, maker.transposes)
         pictures = record.golden_inputs()  # images of many sizes, each one what the NumPy twin makes of it

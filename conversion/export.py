@@ -22,7 +22,7 @@ from onnx_mobilenets.preprocessing import DEFAULT
 
 from .architecture import family_of
 from .artifact import ExportReport, GraphMaker, check_opset, export_artifact, passed, probe, runtime_gate, versions
-from .graph import INPUT_NAME, name_inputs, replace_uses
+from .graph import INPUT_NAME, fix_batch, name_inputs, replace_uses
 from .graph import simplify as simplify_graph
 from .layers import layer_name
 
@@ -82,7 +82,7 @@ class KerasGraph(GraphMaker):
         self.family = variant.family if variant else model_family(model)
 
     def graph(self, spec: ArtifactSpec):
-        return _convert(self.head, self.resolution, spec.opset, spec.output, spec.layout == "NCHW")
+        return _convert(self.head, self.resolution, spec.opset, spec.output, spec.layout == "NCHW", spec.batch)
 
     def record(self, spec: ArtifactSpec, proto) -> ArtifactRecord:
         return ArtifactRecord(spec=spec, family=self.family, alpha=str(self.variant.alpha) if self.variant else "",
@@ -136,11 +136,11 @@ def _square_resolution(model) -> int:
     return height
 
 
-def _convert(head, resolution: int, opset: int, output: str, nchw: bool):
+def _convert(head, resolution: int, opset: int, output: str, nchw: bool, batch=None):
     import tensorflow as tf
     import tf2onnx
 
-    shape = (None, 3, resolution, resolution) if nchw else (None, resolution, resolution, 3)
+    shape = (batch, 3, resolution, resolution) if nchw else (batch, resolution, resolution, 3)
     spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
 
     @tf.function(input_signature=spec)
@@ -154,6 +154,7 @@ def _convert(head, resolution: int, opset: int, output: str, nchw: bool):
     except Exception as e:  # tf2onnx raises many types
         raise ConversionError("tf2onnx", f"tf2onnx could not convert the model: {e}") from e
     proto = _tidy(proto, output)
+    fix_batch(proto, batch)
     simplify_graph(proto)
     return proto
 

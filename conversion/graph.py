@@ -37,14 +37,24 @@ def name_inputs(proto) -> None:
     source = graph.input[0]
     replace_uses(graph, source.name, INPUT_NAME)
     source.name = INPUT_NAME
-    for value in (source, *graph.output):
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_param = BATCH_DIM
+    fix_batch(proto, None)
     del graph.value_info[:]
     imports = [o for o in proto.opset_import if o.domain in ("", "ai.onnx")]
     del proto.opset_import[:]
     proto.opset_import.extend(imports)
+
+
+def fix_batch(proto, batch) -> None:
+    """The batch dimension of the graph's inputs and outputs: the fixed size `batch`, or None for
+    the symbolic ``batch``."""
+    graph = proto.graph
+    for value in (*graph.input, *graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        if batch:
+            dim.dim_value = batch
+        else:
+            dim.dim_param = BATCH_DIM
 
 
 def _consumers(graph) -> dict:

@@ -28,10 +28,10 @@ PIXELS = "pixels"  # the 0..255 float32 pixels, before the network input's own s
 
 
 def preprocessing_model(resolution: int, name: str, opset: int, contract: Preprocessing = None,
-                        output: str = PIXELS):
+                        output: str = PIXELS, batch_size=None):
     """An ONNX model computing preprocessing `name` at `resolution`. Without `contract` its output is
     the float32 pixels (0..255, NHWC); with one, what a network with that input contract takes
-    (scaled float32 or rounded uint8, in its layout)."""
+    (scaled float32 or rounded uint8, in its layout). `batch_size`: a fixed one, else any."""
     from onnx import TensorProto, checker, helper
 
     preprocessing.check_name(name)
@@ -49,7 +49,7 @@ def preprocessing_model(resolution: int, name: str, opset: int, contract: Prepro
         pixels = graph.op("Resize", crop, "", "", sizes, mode="linear", coordinate_transformation_mode="asymmetric")
     result, elem_type, dims = _network_input(graph, pixels, contract, resolution)
     graph.rename(result, output)
-    image = helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["batch", "height", "width", 3])
+    image = helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, [batch_size or "batch", "height", "width", 3])
     model = helper.make_model(
         helper.make_graph(graph.nodes, f"preprocessing_{name}", [image],
                           [helper.make_tensor_value_info(output, elem_type, dims)], graph.initializers),
@@ -164,13 +164,14 @@ class _Graph:
             node.output[:] = [new if n == old else n for n in node.output]
 
 
-def with_preprocessing(network, resolution: int, contract: Preprocessing, opset: int):
+def with_preprocessing(network, resolution: int, contract: Preprocessing, opset: int, batch_size=None):
     """An image-in model: `network` (its input ``images``, as `contract` describes it) preceded by
     the preprocessing `contract` names, so its input is the decoded image (``image``, uint8
-    ``[batch, height, width, 3]``). `network` is changed in place and returned."""
+    ``[batch, height, width, 3]``; `batch_size` a fixed one, else any). `network` is changed in place
+    and returned."""
     from onnx import helper
 
-    front = preprocessing_model(resolution, contract.name, opset, contract, output=INPUT_NAME)
+    front = preprocessing_model(resolution, contract.name, opset, contract, output=INPUT_NAME, batch_size=batch_size)
     graph = network.graph
     (old_input,) = graph.input
     if old_input.name != INPUT_NAME:

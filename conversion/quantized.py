@@ -41,7 +41,7 @@ from onnx_mobilenets.model_bytes import cpu_has_vnni
 from onnx_mobilenets.parity import GOLDEN_COUNT
 
 from .artifact import GraphMaker, passed, probe, runtime_gate, versions
-from .graph import BATCH_DIM, drop_noop_reshapes, drop_unused_initializers, name_inputs
+from .graph import BATCH_DIM, drop_noop_reshapes, drop_unused_initializers, fix_batch, name_inputs
 
 TFLITE_SUFFIX = ".tflite"
 MAX_TFLITE_BYTES = 256 * 1024 * 1024
@@ -144,7 +144,7 @@ class TfliteGraph(GraphMaker):
                                tflite_member=self.member, tflite_sha256=hashlib.sha256(self.model).hexdigest())
 
     def graph(self, spec: ArtifactSpec):
-        return _convert(self.model, spec.opset, spec.output)
+        return _convert(self.model, spec.opset, spec.output, spec.batch)
 
     def record(self, spec: ArtifactSpec, proto) -> ArtifactRecord:
         facts = self.facts
@@ -186,7 +186,7 @@ def _float_logits(data: bytes, feeds: list) -> np.ndarray:
     return np.concatenate([session.run(["logits"], {name: feed})[0] for feed in feeds])
 
 
-def _convert(model: bytes, opset: int, output: str):
+def _convert(model: bytes, opset: int, output: str, batch=None):
     import tf2onnx
 
     with tempfile.TemporaryDirectory() as folder:
@@ -199,7 +199,9 @@ def _convert(model: bytes, opset: int, output: str):
                 proto, _ = tf2onnx.convert.from_tflite(path, opset=opset)
         except Exception as e:  # tf2onnx raises many types
             raise ConversionError("tf2onnx", f"tf2onnx could not convert the .tflite: {e}") from e
-    return tidy_quantized_graph(proto, output)
+    proto = tidy_quantized_graph(proto, output)
+    fix_batch(proto, batch)
+    return proto
 
 
 def tidy_quantized_graph(proto, output: str):

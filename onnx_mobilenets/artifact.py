@@ -3,9 +3,9 @@ them lists it, and how an engine's outputs on it are judged. Conversion writes a
 runtime, `verify`, `list`, `web` and the developer tools read them, through this module only.
 
 - `ArtifactSpec`: the options that make one artifact of a variant (precision, preprocessing, image
-  input, layout, output, opset). It owns the artifact's name (``VARIANT[-image][-slim]``), its file
-  name, where a folder keeps it, and which recorded options make a file already there "the same
-  artifact".
+  input, layout, output, opset, a fixed batch). It owns the artifact's name
+  (``VARIANT[-image][-slim][-bN]``), its file name, where a folder keeps it, and which recorded
+  options make a file already there "the same artifact".
 - `ArtifactRecord`: what the file records (its ``metadata_props``: strings, JSON where structured),
   typed: its spec, its network's facts, its `Preprocessing`, its `Weights` (provenance), the
   conversion gate's numbers, its `Golden` outputs and, for the uint8 models, its `Quantization`.
@@ -19,8 +19,8 @@ runtime, `verify`, `list`, `web` and the developer tools read them, through this
 
 Metadata keys: ``variant``, ``family``, ``alpha``, ``resolution``, ``output`` ("probabilities" or
 "logits"), ``classes``, ``preprocessing``, ``labels`` (the ``[wnid, label]`` pairs in the standard
-order), ``weights``, ``versions``, ``opset``, ``parity``, ``golden`` and ``quantization`` (uint8
-artifacts).
+order), ``weights``, ``versions``, ``opset``, ``parity``, ``golden``, ``quantization`` (uint8
+artifacts) and ``batch`` (artifacts of a fixed batch size only).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ RANDOM_WEIGHTS_WARNING = "UNTRAINED RANDOM WEIGHTS: not an ImageNet classifier; 
 QUANTIZATION_SCHEME = ("QDQ; uint8 activations and per-tensor uint8 weights with zero points, exactly as in "
                        "Google's quantization-aware-trained .tflite")
 REQUIRED_METADATA = ("variant", "family", "resolution", "output", "classes", "preprocessing", "labels", "weights")
-_NAME = re.compile(r"^(?P<variant>[^/\\-]+)(?P<image>-image)?(?:-(?P<preprocessing>[a-z]+))?$")
+_NAME = re.compile(r"^(?P<variant>[^/\\-]+)(?P<image>-image)?(?:-(?P<preprocessing>[a-z]+))?(?:-b(?P<batch>\d+))?$")
 
 
 # --- the spec -----------------------------------------------------------------------------------
@@ -86,6 +86,7 @@ class ArtifactSpec:
     layout: str = "NHWC"  # of the network's input
     output: str = "probabilities"  # or "logits"
     opset: int = DEFAULT_OPSET
+    batch: Optional[int] = None  # a fixed batch size; None: the symbolic ``batch`` dimension
 
     def __post_init__(self):
         problems = []
@@ -101,6 +102,8 @@ class ArtifactSpec:
             problems.append(f"output {self.output!r} (one of {', '.join(OUTPUTS)})")
         if not _is_count(self.opset) or self.opset < MIN_OPSET:
             problems.append(f"opset {self.opset!r} (an integer from {MIN_OPSET})")
+        if self.batch is not None and not _is_count(self.batch):
+            problems.append(f"batch {self.batch!r} (a positive integer, or None for any)")
         if problems:
             raise ValueError(f"invalid artifact options: {'; '.join(problems)}")
 
@@ -113,9 +116,10 @@ class ArtifactSpec:
     @property
     def name(self) -> str:
         """The file stem and manifest key: the variant, then ``-image`` for an image-in artifact,
-        ``-slim`` for one recording TF-slim's preprocessing."""
+        ``-slim`` for one recording TF-slim's preprocessing, ``-bN`` for a fixed batch of N."""
         return (self.variant + (IMAGE_INPUT_SUFFIX if self.image_input else "")
-                + ("" if self.preprocessing == preprocessings.DEFAULT else f"-{self.preprocessing}"))
+                + ("" if self.preprocessing == preprocessings.DEFAULT else f"-{self.preprocessing}")
+                + (f"-b{self.batch}" if self.batch else ""))
 
     @property
     def file_name(self) -> str:
@@ -141,7 +145,7 @@ class ArtifactSpec:
 
     @classmethod
     def from_file_name(cls, file_name: str) -> Optional["ArtifactSpec"]:
-        """The spec a file name states (variant, image input, preprocessing; the other
+        """The spec a file name states (variant, image input, preprocessing, batch; the other
         options at their defaults), or None for a name that is not a catalogue artifact's."""
         stem = file_name[:-len(SUFFIX)] if file_name.endswith(SUFFIX) else None
         found = _NAME.match(stem or "")
@@ -149,7 +153,8 @@ class ArtifactSpec:
             return None
         try:
             return cls.of_variant(found["variant"], image_input=bool(found["image"]),
-                                  preprocessing=found["preprocessing"] or preprocessings.DEFAULT)
+                                  preprocessing=found["preprocessing"] or preprocessings.DEFAULT,
+                                  batch=int(found["batch"]) if found["batch"] else None)
         except ValueError:
             return None
 
@@ -284,12 +289,26 @@ class ArtifactRecord:
 
     def feeds(self, inputs) -> list:
         """What an engine is fed for `inputs` (as `golden_inputs` makes them): the batch in the
-        network's layout, or each image of an image-in artifact as a batch of one."""
+        network's layout, or each image of an image-in artifact as a batch of one. A fixed batch of
+        B takes B at a time: the batch in pieces of B (the last one padded with its last input), an
+        image B times (`answers` picks the outputs that answer the inputs)."""
+        size = self.spec.batch
         if self.preprocessing.image_input:
-            return [image[np.newaxis] for image in inputs]
+            return [np.repeat(image[np.newaxis], size or 1, axis=0) for image in inputs]
         if self.preprocessing.layout == "NCHW":
             inputs = np.transpose(inputs, (0, 3, 1, 2))
-        return [np.ascontiguousarray(inputs)]
+        if not size:
+            return [np.ascontiguousarray(inputs)]
+        pieces = [inputs[i:i + size] for i in range(0, len(inputs), size)]
+        pieces[-1] = np.concatenate([pieces[-1], np.repeat(pieces[-1][-1:], size - len(pieces[-1]), axis=0)])
+        return [np.ascontiguousarray(piece) for piece in pieces]
+
+    def answers(self, outputs, count: int) -> np.ndarray:
+        """The rows of an engine's outputs on `feeds`, concatenated, that answer the `count` inputs."""
+        size = self.spec.batch
+        if not size:
+            return outputs
+        return outputs[::size][:count] if self.preprocessing.image_input else outputs[:count]
 
     # --- writing and reading
 
@@ -310,6 +329,8 @@ class ArtifactRecord:
         if self.quantization is not None:
             metadata["quantization"] = json.dumps({**asdict(self.quantization),
                                                    "int8_view": list(self.quantization.int8_view)})
+        if self.spec.batch is not None:
+            metadata["batch"] = str(self.spec.batch)
         return metadata
 
     def _golden_json(self) -> str:
@@ -347,7 +368,8 @@ def _record_of(metadata: dict) -> ArtifactRecord:
         record = json.loads(metadata["quantization"])
         quantization = Quantization(**{**record, "int8_view": tuple(record.get("int8_view", ()))})
     spec = ArtifactSpec(metadata["variant"], "uint8" if contract.dtype == "uint8" else "float32", contract.name,
-                        contract.image_input, contract.layout, metadata["output"], int(metadata["opset"]))
+                        contract.image_input, contract.layout, metadata["output"], int(metadata["opset"]),
+                        int(metadata["batch"]) if "batch" in metadata else None)
     classes = int(metadata["classes"])
     return ArtifactRecord(
         spec=spec, family=metadata["family"], alpha=metadata.get("alpha", ""), resolution=int(metadata["resolution"]),
@@ -448,6 +470,7 @@ def judge(record: ArtifactRecord, outputs, *, output: Optional[str] = None, refe
         if record.golden is None:
             raise InvalidModelError("the artifact carries no golden outputs to judge by")
         reference = record.golden.values
+    outputs = record.answers(np.asarray(outputs), len(reference))  # a fixed batch's padding dropped
     if record.quantization is None:
         agreement = check(reference, outputs, output, tolerance_for(record.family, device))
         return Judgement(agreement.output, agreement.inputs, agreement.max_abs_diff, agreement.bound,

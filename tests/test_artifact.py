@@ -20,9 +20,9 @@ def test_a_spec_names_its_artifact_and_reads_its_name_back():
     assert (plain.variant, plain.precision, plain.name, plain.file_name) == (
         "mobilenet_v2_1.0_224", "float32", "mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224.onnx")
     assert ArtifactSpec.of_variant("v2_quant").precision == "uint8"
-    every = ArtifactSpec.of_variant(V1, preprocessing="slim", image_input=True)
-    assert every.name == f"{V1}-image-slim"
-    for spec in (plain, every, ArtifactSpec.of_variant(V1, image_input=True),
+    every = ArtifactSpec.of_variant(V1, preprocessing="slim", image_input=True, batch=1)
+    assert every.name == f"{V1}-image-slim-b1"
+    for spec in (plain, every, ArtifactSpec.of_variant(V1, image_input=True), ArtifactSpec.of_variant(V1, batch=8),
                  ArtifactSpec.of_variant(V1, preprocessing="slim")):
         assert ArtifactSpec.from_file_name(spec.file_name) == spec
     for name in ("model.onnx", f"{V1}-webgpu.onnx", f"{V1}.tflite", "mobilenet_v9_1.0_224.onnx"):
@@ -32,7 +32,8 @@ def test_a_spec_names_its_artifact_and_reads_its_name_back():
 
 
 def test_a_spec_refuses_what_no_artifact_can_be():
-    for options in ({"layout": "NHCW"}, {"output": "features"}, {"opset": 12}, {"preprocessing": "caffe"}):
+    for options in ({"layout": "NHCW"}, {"output": "features"}, {"opset": 12}, {"batch": 0}, {"batch": True},
+                    {"preprocessing": "caffe"}):
         with pytest.raises(ValueError, match="invalid artifact options"):
             ArtifactSpec.of_variant(V1, **options)
     with pytest.raises(ValueError, match="NCHW for float models"):
@@ -49,7 +50,7 @@ def test_the_runtime_takes_the_default_tensor_artifact_for_another_preprocessing
 
 
 def _record(**changes) -> ArtifactRecord:
-    spec = ArtifactSpec.of_variant(V1)
+    spec = ArtifactSpec.of_variant(V1, batch=4)
     golden = Golden(np.random.default_rng(0).normal(size=(8, 1000)).astype(np.float32))
     record = ArtifactRecord(spec=spec, family="v1", alpha="0.25", resolution=128, classes=1001,
                             weights=Weights(source="/x.tgz", sha256="ab" * 32, weights_source="ema"),
@@ -60,7 +61,7 @@ def _record(**changes) -> ArtifactRecord:
 def test_a_record_reads_back_what_it_wrote():
     record = _record()
     metadata = record.metadata()
-    assert all(isinstance(v, str) for v in metadata.values())
+    assert all(isinstance(v, str) for v in metadata.values()) and metadata["batch"] == "4"
     back = ArtifactRecord.from_metadata(metadata, "here")
     assert back.spec == record.spec and back.weights == record.weights and back.labels == record.labels
     assert (back.family, back.alpha, back.resolution, back.classes) == ("v1", "0.25", 128, 1001)

@@ -16,7 +16,7 @@ from onnx_mobilenets.conversion.artifact import check_census, check_structure, n
 from onnx_mobilenets.conversion.export import CLEAN_OPS, export_onnx
 from onnx_mobilenets.conversion.weights import randomize_weights
 from onnx_mobilenets.labels import imagenet_classes
-from onnx_mobilenets.parity import check, parity_inputs, tolerance_for
+from onnx_mobilenets.parity import check, parity_inputs, parity_pixels, tolerance_for
 
 
 def _session(path):
@@ -241,3 +241,42 @@ def test_convert_command(tmp_path, fixtures, capsys):
     assert cli(["convert", "--all", "--checkpoint", "x.tgz"]) == 2
     assert cli(["convert"]) == 2
     assert cli(["convert", "mobilenet_v9"]) == 2
+
+
+@pytest.mark.parametrize("name, image_input", [("mobilenet_v1_0.25_128", False), ("mobilenet_v1_0.25_128", True),
+                                               ("mobilenet_v1_0.25_128_quant", False)],
+                         ids=["tensor", "image-in", "uint8"])
+def test_a_fixed_batch_is_a_static_input_shape(tmp_path, fixtures, name, image_input):
+    """A spec with a fixed batch makes an artifact whose input and output shapes are fully static
+    (the image-in input keeps any height and width), recorded as ``batch`` and named ``-bN``; its
+    gates feed it that many inputs at a time."""
+    from onnx_mobilenets.artifact import ArtifactSpec, Weights, read_record
+    from onnx_mobilenets.conversion.artifact import export_artifact
+    from onnx_mobilenets.conversion.export import KerasGraph
+    from onnx_mobilenets.conversion.quantized import TfliteGraph
+
+    variant = get_variant(name)
+    if variant.quantized:
+        tarball = fixtures / "checkpoints" / f"{name}.tgz"
+        maker = TfliteGraph(variant, tarball, str(tarball))
+    else:
+        model = build_variant(name, weights=None)
+        randomize_weights(model, seed=1)
+        maker = KerasGraph(model, variant, Weights.untrained(1))
+    spec = ArtifactSpec.of_variant(name, batch=3, image_input=image_input)
+    report = export_artifact(maker, spec, spec.path_in(tmp_path))
+    assert report.path == str(tmp_path / f"{name}{'-image' if image_input else ''}-b3.onnx")
+    proto = onnx.load(report.path)
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ([3, "height", "width", 3] if image_input else [3, 128, 128, 3])
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == [3, 1000]
+    record = read_record(report.path)
+    assert record.spec == spec and _metadata(report.path)["batch"] == "3"
+    assert record.parity["inputs"] == 8  # the golden inputs, 3 at a time (the last three padded)
+    session = _session(report.path)
+    feed = (np.zeros((3, 150, 170, 3), np.uint8) if image_input
+            else parity_pixels(128, count=3) if variant.quantized else parity_inputs(128, count=3))
+    assert session.run(None, {inp.name: feed})[0].shape == (3, 1000)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        session.run(None, {inp.name: feed[:1]})
