@@ -15,10 +15,12 @@ requested opset, no op newer than it), graph (only the ops the kind of graph may
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import importlib.metadata
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -34,6 +36,8 @@ from onnx_mobilenets.sessions import new_session
 
 from .graph import BATCH_DIM
 from .preprocessing_graph import IMAGE_INPUT, PREPROCESSING_OPS, PREPROCESSING_SCOPE, with_preprocessing
+
+TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 
 __all__ = ["DEFAULT_OPSET", "ExportReport", "GraphMaker", "export_artifact", "check_structure", "check_census",
            "node_census", "write_artifact"]
@@ -140,6 +144,23 @@ def passed(*judgements) -> list:
     if problems:
         raise ConversionError("parity", "; ".join(problems) + f" over {judgements[0].inputs} inputs")
     return [judgement.numbers for judgement in judgements]
+
+
+@contextlib.contextmanager
+def tf2onnx_without_graph_copies():
+    """tf2onnx with its optimizers' errors raised, not caught: to skip an optimizer that fails it
+    deep-copies the whole graph before every pass (a sixth of a conversion's time), and a graph an
+    optimizer left unfinished is refused by the gates anyway, so failing at once costs nothing.
+    tf2onnx reads this switch from the environment (1.17: its mere presence turns catching off)."""
+    previous = os.environ.get(TF2ONNX_CATCH_ERRORS)
+    os.environ[TF2ONNX_CATCH_ERRORS] = "FALSE"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TF2ONNX_CATCH_ERRORS, None)
+        else:
+            os.environ[TF2ONNX_CATCH_ERRORS] = previous
 
 
 # --- the gates ----------------------------------------------------------------------------------

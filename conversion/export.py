@@ -21,7 +21,17 @@ from onnx_mobilenets.parity import GOLDEN_COUNT, softmax, tolerance_for
 from onnx_mobilenets.preprocessing import DEFAULT
 
 from .architecture import family_of
-from .artifact import ExportReport, GraphMaker, check_opset, export_artifact, passed, probe, runtime_gate, versions
+from .artifact import (
+    ExportReport,
+    GraphMaker,
+    check_opset,
+    export_artifact,
+    passed,
+    probe,
+    runtime_gate,
+    tf2onnx_without_graph_copies,
+    versions,
+)
 from .graph import INPUT_NAME, fix_batch, name_inputs, replace_uses
 from .graph import simplify as simplify_graph
 from .layers import layer_name
@@ -150,7 +160,8 @@ def _convert(head, resolution: int, opset: int, output: str, nchw: bool, batch=N
         return tf.nn.softmax(y) if output == "probabilities" else y
 
     try:
-        proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+        with tf2onnx_without_graph_copies():
+            proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
     except Exception as e:  # tf2onnx raises many types
         raise ConversionError("tf2onnx", f"tf2onnx could not convert the model: {e}") from e
     proto = _tidy(proto, output)

@@ -40,7 +40,7 @@ from onnx_mobilenets.errors import ConversionError, UnsafeArchiveError
 from onnx_mobilenets.model_bytes import cpu_has_vnni
 from onnx_mobilenets.parity import GOLDEN_COUNT
 
-from .artifact import GraphMaker, passed, probe, runtime_gate, versions
+from .artifact import GraphMaker, passed, probe, runtime_gate, tf2onnx_without_graph_copies, versions
 from .graph import BATCH_DIM, drop_noop_reshapes, drop_unused_initializers, fix_batch, name_inputs
 
 TFLITE_SUFFIX = ".tflite"
@@ -194,7 +194,8 @@ def _convert(model: bytes, opset: int, output: str, batch=None):
         with open(path, "wb") as f:
             f.write(model)
         try:
-            with warnings.catch_warnings():  # tf2onnx reads the .tflite with tf.lite.Interpreter: its concern
+            with warnings.catch_warnings(), tf2onnx_without_graph_copies():
+                # tf2onnx reads the .tflite with tf.lite.Interpreter: its concern
                 warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
                 proto, _ = tf2onnx.convert.from_tflite(path, opset=opset)
         except Exception as e:  # tf2onnx raises many types
