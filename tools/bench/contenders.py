@@ -3,6 +3,7 @@ tf2onnx, Keras itself, TFLite, and many images through predict_stream, the comma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -302,10 +303,18 @@ def bench_throughput(artifacts: dict, work: Path, threads: int, count: int, batc
     listing.write_text("\n".join(map(str, paths)) + "\n")
     results = {"images": count, "batch_size": batch_size, "cores": os.cpu_count(), "artifacts": {}}
     for label, artifact in artifacts.items():
-        print(f"  {label}: limit, naive loop, predict_stream, command line, Ray...", flush=True)
+        print(f"  {label}: limit, naive loop, predict_stream, command line...", flush=True)
         command = [sys.executable, "-m", "onnx_mobilenets.cli", "predict", f"@{listing}", "--model", str(artifact),
                    "--output", str(work / f"{label}.parquet"), "--quiet", "--batch-size", str(batch_size)]
         results["artifacts"][label] = _many_images(artifact, paths, command, threads, batch_size)
+    # Then Ray, once for every artifact (its start-up reported on its own), idle during nothing else.
+    with _local_ray() as ray_start:
+        for label, artifact in artifacts.items():
+            print(f"  {label}: Ray...", flush=True)
+            figures = results["artifacts"][label]
+            ray_rate = _ray_rate(paths, artifact, batch_size) if ray_start is not None else None
+            figures.update({"ray_images_per_s": ray_rate, "ray_start_s": ray_start,
+                            "ray_over_stream": ray_rate / figures["stream_images_per_s"] if ray_rate else None})
     label, artifact = next(iter(artifacts.items()))
     print(f"  peak memory of predict_stream over {count} and {10 * count} images ({label})...", flush=True)
     one, ten = (_peak_memory_mb(Path(artifact), listing, repeat, batch_size) for repeat in (1, 10))
@@ -314,8 +323,8 @@ def bench_throughput(artifacts: dict, work: Path, threads: int, count: int, batc
 
 
 def _many_images(artifact, paths: list, command: list, threads: int, batch_size: int) -> dict:
-    """One artifact's rates over `paths`: the machine's limit, a naive loop, predict_stream, the
-    command line (`command`) and Ray."""
+    """One artifact's rates over `paths`: the machine's limit, a naive loop, predict_stream and the
+    command line (`command`)."""
     count = len(paths)
     model = OnnxMobileNet(artifact, providers="cpu", threads=threads, batch_size=batch_size)
     single = OnnxMobileNet(artifact, providers="cpu", threads=1, batch_size=batch_size)
@@ -332,33 +341,35 @@ def _many_images(artifact, paths: list, command: list, threads: int, batch_size:
     naive = count / _seconds(lambda: [model.predict(p) for p in paths])
     streamed = count / _seconds(lambda: sum(1 for _ in model.predict_stream(paths)))
     cli_rate = count / _seconds(lambda: subprocess.run(command, check=True, capture_output=True))
-    ray_rate, ray_start = _ray_rate(paths, artifact, batch_size)
     return {"decode_core_s_per_image": decode, "inference_core_s_per_image": infer, "limit_images_per_s": limit,
             "naive_images_per_s": naive, "stream_images_per_s": streamed, "cli_parquet_images_per_s": cli_rate,
-            "ray_images_per_s": ray_rate, "ray_start_s": ray_start,
-            "stream_over_limit": streamed / limit, "stream_over_naive": streamed / naive,
-            "ray_over_stream": ray_rate / streamed if ray_rate else None}
+            "stream_over_limit": streamed / limit, "stream_over_naive": streamed / naive}
 
 
-def _ray_rate(paths, artifact, batch_size) -> tuple:
-    """Images/s of runtime.ray.classify on a local Ray (start-up of Ray itself reported apart), or
-    (None, None) without the [ray] extra."""
+@contextlib.contextmanager
+def _local_ray():
+    """A local Ray on every core for the block; yields how long it took to start, or None without the
+    [ray] extra."""
     try:
         import ray
     except ImportError:
-        return None, None
-    from onnx_mobilenets.runtime import ray as ray_runner
-
+        yield None
+        return
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    start = time.perf_counter() - started
     try:
-        seconds = _seconds(lambda: ray_runner.classify([str(p) for p in paths], artifact,
-                                                       batch_size=batch_size).take_all())
+        yield time.perf_counter() - started
     finally:
         ray.shutdown()
-    return len(paths) / seconds, start
+
+
+def _ray_rate(paths, artifact, batch_size) -> float:
+    """Images/s of runtime.ray.classify on the local Ray of `_local_ray`."""
+    from onnx_mobilenets.runtime import ray as ray_runner
+
+    seconds = _seconds(lambda: ray_runner.classify([str(p) for p in paths], artifact, batch_size=batch_size).take_all())
+    return len(paths) / seconds
 
 
 # --- report ---------------------------------------------------------------------------------------
