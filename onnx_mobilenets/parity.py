@@ -33,8 +33,9 @@ GOLDEN_COUNT = 8
 # therefore differ by at most about ERROR_FACTOR * L * u times their scale, the sample's largest
 # |logit|; the "1 +" keeps a floor for logits near zero that are differences of larger terms.
 # ERROR_FACTOR = 8 stands for the sqrt(n) growth plus a safety margin; it is measured, not only
-# argued: tests/test_tolerance.py converts 64 random networks (widths 0.25-1.4 and off-catalogue
-# ones, resolutions 96-224, confident and flat logits) and prints how much of the bound each used.
+# argued: tests/test_tolerance.py converts 54 random networks (the catalogue's, widths 0.25-1.4 and
+# off-catalogue ones, resolutions 96-224, confident and flat logits) and prints how much of the bound
+# each used.
 # Probabilities are compared as log-probabilities, which follow exactly: if no logit moves by more
 # than d, log p_i = z_i - logsumexp(z) moves by less than 2d. (Comparing probabilities themselves
 # would be blind to unlikely classes: a logit bias off by 0.5 moves a 1e-4 probability by 6e-5.)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,32 @@ WITHOUT_TENSORFLOW = (
     "            raise ImportError('blocked: ' + name)\n"
     "sys.meta_path.insert(0, Block())\n"
 )
+
+
+# What a test measured and prints for the reader (headroom tables): recorded with
+# `record_property(PRINTED, text)` and printed at the end of the run, from whichever worker ran it.
+PRINTED = "printed"
+
+
+def pytest_collection_finish(session):
+    """With --dist loadgroup, refuse to run where pytest-xdist cannot group (its group rides on the
+    node id): tests of one `xdist_group` share a set-up, or must not run beside each other."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist does not group tests with this pytest ({lost[0]} has no group in "
+                                "its node id; pytest-dev/pytest-xdist#1386): install the [dev] extra's pytest")
+
+
+def pytest_terminal_summary(terminalreporter):
+    texts = [value for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+             for name, value in getattr(report, "user_properties", ()) if name == PRINTED]
+    if texts:
+        terminalreporter.section("measured")
+        for text in texts:
+            terminalreporter.write_line(text)
 
 
 # .ci/run sets it: there every optional component the suite checks (independent engines, Ray, qemu)
@@ -119,6 +147,19 @@ def fixture_artifacts(tmp_path_factory, fixtures):
 
 
 @pytest.fixture(scope="session")
+def random_artifacts(tmp_path_factory):
+    """`onnx-mobilenets convert --all --random-weights`, exactly as a user runs it: the folder of the
+    38 float variants with untrained weights (seed 0), made once."""
+    out = tmp_path_factory.mktemp("all_variants")
+    env = dict(os.environ, ONNX_MOBILENETS_HOME=str(tmp_path_factory.mktemp("all_variants_cache")))
+    result = subprocess.run([sys.executable, "-m", "onnx_mobilenets.cli", "convert", "--all", "--random-weights",
+                             "--output", str(out)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("gates passed") == 38
+    return out
+
+
+@pytest.fixture(scope="session")
 def quant_artifacts(tmp_path_factory, fixtures):
     """Both quantized fixtures converted through the `convert` command, made once. Returns the folder."""
     from onnx_mobilenets.cli import main as cli
@@ -130,6 +171,35 @@ def quant_artifacts(tmp_path_factory, fixtures):
             code = cli(["convert", name, "--checkpoint", str(fixtures / "checkpoints" / tarball), "--output", str(out)])
             assert code == 0, name
     return out
+
+
+# The fixture tarball of each variant the tests convert from the fixtures.
+FIXTURE_TARBALLS = {**{name: f"{name}.tgz" for name in FIXTURE_NAMES}, **QUANT_FIXTURES}
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory, fixture_artifacts, quant_artifacts):
+    """`converted(name, preprocessing=..., image_input=...)`: the path of the artifact that
+    `convert_variant` makes of a fixture, converted once for the whole session (the default tensor
+    artifacts are those of `fixture_artifacts` and `quant_artifacts`). Tests must not change them."""
+    from onnx_mobilenets.conversion.convert import convert_variant
+
+    made = {(name, "default", False): fixture_artifacts[0] / f"{name}.onnx" for name in FIXTURE_NAMES}
+    made.update({(name, "default", False): quant_artifacts / f"{name}.onnx" for name in QUANT_FIXTURES})
+    fixtures = fixtures_dir()
+
+    def convert(name: str, preprocessing: str = "default", image_input: bool = False) -> Path:
+        key = (name, preprocessing, image_input)
+        if key not in made:
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("converted_cache")))
+                report = convert_variant(name, tmp_path_factory.mktemp("converted"),
+                                         checkpoint=fixtures / "checkpoints" / FIXTURE_TARBALLS[name],
+                                         preprocessing=preprocessing, image_input=image_input)
+            made[key] = Path(report.path)
+        return made[key]
+
+    return convert
 
 
 def assert_quantized_top5_matches(probabilities, expected_top5, logits_scale, steps=1):

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# One Ray cluster at a time on a machine: every test that starts one runs on the same worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
 
 

@@ -138,7 +138,7 @@ def test_ctrl_c_during_a_conversion_stops_cleanly_and_leaves_no_partial_file(fix
     assert _partial_files(tmp_path / "home") == []
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def opset15_output(fixtures, tmp_path_factory):
     """A folder `convert mobilenet_v1_0.25_128 --opset 15` wrote (artifact and manifest), made once."""
     out = tmp_path_factory.mktemp("opset15")
@@ -200,11 +200,14 @@ def test_ctrl_c_while_a_file_is_written_leaves_no_partial_file(fixtures, opset15
 def test_an_artifact_is_out_of_date_when_the_version_the_source_or_its_bytes_change(fixtures, tmp_path,
                                                                                      monkeypatch, capsys):
     """`convert` skips an artifact only while its package version, its source's SHA-256 and its
-    file's bytes are those recorded: a change to any one converts it again."""
+    file's bytes are those recorded: a change to any one makes it out of date (asked of
+    `is_up_to_date`, which `convert` asks), and `convert` makes it again."""
     import gzip
     import tarfile
 
     import onnx_mobilenets
+    from onnx_mobilenets import get_variant
+    from onnx_mobilenets.conversion.convert import fetch_source, is_up_to_date, spec_for
 
     out = tmp_path / "out"
     tarball = fixtures / "checkpoints" / "mobilenet_v1_0.25_128.tgz"
@@ -212,6 +215,8 @@ def test_an_artifact_is_out_of_date_when_the_version_the_source_or_its_bytes_cha
     assert cli([*arguments, str(tarball)]) == 0
     capsys.readouterr()
     assert cli([*arguments, str(tarball)]) == 0 and "0 converted, 1 already up to date" in capsys.readouterr().out
+    spec, variant = spec_for("mobilenet_v1_0.25_128"), get_variant("mobilenet_v1_0.25_128")
+    assert is_up_to_date(spec, out, fetch_source(variant, tarball))
 
     # The same checkpoint in other bytes (recompressed): another SHA-256, so another source.
     repacked = tmp_path / "repacked.tgz"
@@ -219,14 +224,15 @@ def test_an_artifact_is_out_of_date_when_the_version_the_source_or_its_bytes_cha
         with tarfile.open(fileobj=target, mode="w") as copy:
             for member in source.getmembers():
                 copy.addfile(member, source.extractfile(member) if member.isfile() else None)
-    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out
-    assert cli([*arguments, str(repacked)]) == 0 and "1 already up to date" in capsys.readouterr().out
+    assert not is_up_to_date(spec, out, fetch_source(variant, repacked))
 
     monkeypatch.setattr(onnx_mobilenets, "__version__", "0.0.0-other")  # another version of the package
-    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out
+    assert not is_up_to_date(spec, out, fetch_source(variant, tarball))
     monkeypatch.undo()
-    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out  # back to ours
+    assert is_up_to_date(spec, out, fetch_source(variant, tarball))  # back to ours
+
     artifact = out / "mobilenet_v1_0.25_128.onnx"
     artifact.write_bytes(artifact.read_bytes() + b"\0")  # the file changed after conversion
-    assert cli([*arguments, str(repacked)]) == 0 and "1 converted" in capsys.readouterr().out
-    assert cli([*arguments, str(repacked)]) == 0 and "1 already up to date" in capsys.readouterr().out
+    assert not is_up_to_date(spec, out, fetch_source(variant, tarball))
+    assert cli([*arguments, str(tarball)]) == 0 and "1 converted" in capsys.readouterr().out
+    assert cli([*arguments, str(tarball)]) == 0 and "1 already up to date" in capsys.readouterr().out

@@ -26,10 +26,18 @@ def _convert(fixtures, tmp_path, folder, *options, name=V1, tarball=f"{V1}.tgz")
     return output / f"{name}.onnx", manifest["artifacts"][name]
 
 
-def test_weights_source_raw_takes_the_raw_copies(fixtures, expected, tmp_path):
+@pytest.fixture(scope="session")
+def default(fixtures, tmp_path_factory) -> tuple:
+    """`convert` with no option but the checkpoint, made once: what each option is compared with."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("default_cache")))
+        return _convert(fixtures, tmp_path_factory.mktemp("default"), "out")
+
+
+def test_weights_source_raw_takes_the_raw_copies(fixtures, expected, tmp_path, default):
     """The fixture's raw trainable variables are perturbed, its EMA copies real: the default (ema)
     reproduces expected.json, --weights-source raw a different network, and says so."""
-    ema_path, _ = _convert(fixtures, tmp_path, "ema")
+    ema_path, _ = default
     raw_path, _ = _convert(fixtures, tmp_path, "raw", "--weights-source", "raw")
     assert json.loads(read_metadata(raw_path.read_bytes())["weights"])["weights_source"] == "raw"
     assert json.loads(read_metadata(ema_path.read_bytes())["weights"])["weights_source"] == "ema"
@@ -40,11 +48,11 @@ def test_weights_source_raw_takes_the_raw_copies(fixtures, expected, tmp_path):
     assert np.abs(ema - raw).max() > 0.01
 
 
-def test_parity_images_join_the_gate(fixtures, tmp_path, capsys):
+def test_parity_images_join_the_gate(fixtures, tmp_path, capsys, default):
     """Each --parity-image is one more input of the parity gate (recorded in the manifest); a path
     that is not an image stops the command before anything is converted."""
     images = [str(fixtures / "images" / name) for name in ("elephant.jpg", "cheetah.jpg")]
-    _, plain = _convert(fixtures, tmp_path, "plain")
+    _, plain = default
     _, gated = _convert(fixtures, tmp_path, "gated", "--parity-image", images[0], "--parity-image", images[1])
     assert plain["parity"]["logits"]["inputs"] == GOLDEN_COUNT
     assert gated["parity"]["logits"]["inputs"] == GOLDEN_COUNT + 2 and gated["parity"]["top1_agreement"] == 1.0
@@ -56,9 +64,9 @@ def test_parity_images_join_the_gate(fixtures, tmp_path, capsys):
     assert "notes.jpg" in capsys.readouterr().err and not (output / f"{V1}.onnx").exists()
 
 
-def test_logits_output_float(fixtures, tmp_path):
+def test_logits_output_float(fixtures, tmp_path, default):
     """--logits: the output is named logits and its softmax is the probability artifact's output."""
-    probabilities_path, _ = _convert(fixtures, tmp_path, "probabilities")
+    probabilities_path, _ = default
     logits_path, entry = _convert(fixtures, tmp_path, "logits", "--logits")
     assert [o.name for o in onnx.load(str(logits_path)).graph.output] == ["logits"]
     pixels = parity_pixels(128, count=4, seed=9).astype(np.float32) / 127.5 - 1
@@ -87,9 +95,9 @@ def test_logits_output_quantized(fixtures, tmp_path):
 
 
 @pytest.mark.parametrize("opset", [13, 18])
-def test_opset_and_nchw(fixtures, tmp_path, opset):
+def test_opset_and_nchw(fixtures, tmp_path, default, opset):
     """--opset N --nchw: the file's opset is N, its input (N, 3, R, R), its answers the NHWC artifact's."""
-    nhwc_path, _ = _convert(fixtures, tmp_path, "nhwc")
+    nhwc_path, _ = default
     nchw_path, _ = _convert(fixtures, tmp_path, "nchw", "--opset", str(opset), "--nchw")
     model = onnx.load(str(nchw_path))
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == opset

@@ -14,8 +14,10 @@ from PIL import Image
 from onnx_mobilenets import OnnxMobileNet, get_variant
 from onnx_mobilenets.cli import engines
 from onnx_mobilenets.cli.verify import verify_artifact
-from onnx_mobilenets.conversion import convert_variant
 from onnx_mobilenets.parity import parity_images
+
+# The image-in artifacts `converted` makes are shared with test_web.py: one worker makes them.
+pytestmark = pytest.mark.xdist_group("image_in")
 
 # (variant, preprocessing, the fixture tarball)
 CASES = [(name, "default", f"{name}.tgz") for name in FIXTURE_NAMES] + [
@@ -24,17 +26,10 @@ CASES = [(name, "default", f"{name}.tgz") for name in FIXTURE_NAMES] + [
 
 
 @pytest.fixture(scope="module")
-def image_artifacts(tmp_path_factory, fixtures):
+def image_artifacts(converted):
     """{(variant, preprocessing): (image-in artifact, tensor artifact recording the same preprocessing)}."""
-    out = tmp_path_factory.mktemp("image_artifacts")
-    made = {}
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("image_cache")))
-        for name, chosen, tarball in CASES:
-            pair = [convert_variant(name, out, checkpoint=fixtures / "checkpoints" / tarball, preprocessing=chosen,
-                                    image_input=image_input) for image_input in (True, False)]
-            made[name, chosen] = tuple(report.path for report in pair)
-    return made
+    return {(name, chosen): (str(converted(name, chosen, image_input=True)), str(converted(name, chosen)))
+            for name, chosen, _ in CASES}
 
 
 def _photos(fixtures):

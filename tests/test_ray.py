@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import require
+from conftest import ctrl_c_works, require
 from PIL import Image
 
 from onnx_mobilenets import OnnxMobileNet, OnnxMobileNetsError
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.parity import parity_pixels
 from onnx_mobilenets.runtime import ray as ray_runner
+
+# One Ray cluster at a time on a machine: every test that starts one runs on the same worker.
+pytestmark = pytest.mark.xdist_group("ray")
 
 try:
     import ray
@@ -115,13 +118,20 @@ def test_predict_with_ray_writes_parquet(cluster, images, v1_path, tmp_path, cap
     assert "60 images (3 failed)" in capsys.readouterr().out
 
 
+@pytest.fixture
+def no_cluster_here():
+    """This process's own cluster shut down first: the runs below start or join clusters of their own,
+    and three clusters at once on two cores wait on each other."""
+    ray.shutdown()
+
+
 def _predict_on_ray(arguments: list, env: dict) -> subprocess.CompletedProcess:
     """`onnx-mobilenets predict ... --ray` in a process of its own (this one already runs Ray)."""
     return subprocess.run([sys.executable, "-m", "onnx_mobilenets.cli", "predict", *arguments], env=env,
                           capture_output=True, text=True, timeout=900)
 
 
-def test_predict_with_ray_starts_a_local_cluster_of_its_own(images, v1_path, tmp_path):
+def test_predict_with_ray_starts_a_local_cluster_of_its_own(no_cluster_here, images, v1_path, tmp_path):
     """No address, no RAY_ADDRESS: `predict --ray` starts a local cluster for the run."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     output = tmp_path / "predictions"
@@ -131,23 +141,27 @@ def test_predict_with_ray_starts_a_local_cluster_of_its_own(images, v1_path, tmp
     _same(pq.read_table(output).to_pylist(), _expected_rows(v1_path, images[:30]))
 
 
-def test_predict_with_ray_joins_the_cluster_ray_address_names(images, v1_path, tmp_path):
+def test_predict_with_ray_joins_the_cluster_ray_address_names(no_cluster_here, images, v1_path, tmp_path):
     """RAY_ADDRESS names a running cluster (a head started here, in a folder of its own): the run
     joins it, which the head's own log folder shows (a driver log for the run's process)."""
     ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    # Head and run agree on Ray's token authentication, whatever an earlier Ray left in this process's
+    # environment or in ~/.ray.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "token"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                              f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={ray_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             f"--temp-dir={ray_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, preexec_fn=ctrl_c_works)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             time.sleep(0.5)
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         output = tmp_path / "predictions"
         run = subprocess.Popen([sys.executable, "-m", "onnx_mobilenets.cli", "predict", *images[:30], "--ray",
@@ -160,6 +174,6 @@ def test_predict_with_ray_joins_the_cluster_ray_address_names(images, v1_path, t
         driver_logs = [p.name for p in ray_dir.glob("session_*/logs/*driver*")]
         assert any(name.endswith(f"_{run.pid}.log") for name in driver_logs), driver_logs
     finally:
-        head.send_signal(signal.SIGTERM)  # --block: the head stops what it started
+        head.send_signal(signal.SIGINT)  # --block: the head stops what it started (in a second; SIGTERM: 30 s)
         head.wait(timeout=120)
         shutil.rmtree(ray_dir, ignore_errors=True)

@@ -19,6 +19,9 @@ from conftest import IMAGES, REPO_ROOT
 
 from onnx_mobilenets.cli import build_parser
 
+# One Ray cluster at a time on a machine: every test that starts one runs on the same worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 SKIP_MARK = re.compile(r"<!--\s*readme-test:\s*skip\s+(.+?)\s*-->")
 

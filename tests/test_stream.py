@@ -49,15 +49,17 @@ def _photos(folder: Path, count: int, seed: int = 0) -> list:
     return paths
 
 
-def _large_photos(folder: Path, count: int) -> list:
-    """`count` paths (symbolic links, to spare the disk) to one 3000x2000 photo-like JPEG: each takes
-    tens of milliseconds to decode, so a run over them lasts long enough to be stopped midway."""
-    folder.mkdir(parents=True, exist_ok=True)
-    small = Image.fromarray(parity_pixels(256, count=1, seed=3)[0]).resize((3000, 2000), Image.BILINEAR)
-    noise = np.random.default_rng(0).integers(-20, 20, (2000, 3000, 3))
+@pytest.fixture(scope="module")
+def large_photos(tmp_path_factory) -> list:
+    """150 paths (symbolic links, to spare the disk) to one 2000x1500 photo-like JPEG: each takes
+    about 25 ms to decode and preprocess, so a run over them one at a time lasts seconds, long
+    enough to be stopped midway, and the run that completes it does not last much longer."""
+    folder = tmp_path_factory.mktemp("large_photos")
+    small = Image.fromarray(parity_pixels(256, count=1, seed=3)[0]).resize((2000, 1500), Image.BILINEAR)
+    noise = np.random.default_rng(0).integers(-20, 20, (1500, 2000, 3))
     original = folder / "original.jpg"
     Image.fromarray(np.clip(np.asarray(small, int) + noise, 0, 255).astype(np.uint8)).save(original, quality=90)
-    paths = [folder / f"img_{i:04d}.jpg" for i in range(count)]
+    paths = [folder / f"img_{i:04d}.jpg" for i in range(150)]
     for path in paths:
         path.symlink_to(original)
     return paths
@@ -292,8 +294,8 @@ def _wait_for_rows(output: Path, fmt: str, at_least: int, timeout: float = 120):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-def test_a_stopped_run_leaves_a_readable_file_and_resume_completes_it(v1_path, tmp_path, fmt, stop):
-    photos = _large_photos(tmp_path / "photos", 400)  # ~15 s of work: stopped after 20 rows, far from done
+def test_a_stopped_run_leaves_a_readable_file_and_resume_completes_it(v1_path, large_photos, tmp_path, fmt, stop):
+    photos = large_photos  # seconds of work: stopped after 20 rows, far from done
     paths_file = tmp_path / "paths.txt"
     paths_file.write_text("\n".join(map(str, photos)) + "\n")
     output = tmp_path / f"out.{fmt}"

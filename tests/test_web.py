@@ -17,15 +17,15 @@ from onnx_mobilenets import download
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.cli.engines import Engine, OnnxRuntime
 from onnx_mobilenets.cli.verify import verify_artifact
-from onnx_mobilenets.conversion import convert_variant
+
+# The image-in artifacts `converted` makes are shared with test_image_input.py: one worker makes them.
+pytestmark = pytest.mark.xdist_group("image_in")
 
 ORT_WEB = REPO_ROOT / "tests" / "web" / "node_modules" / "onnxruntime-web" / "dist"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# (variant, preprocessing, fixture tarball)
-PARITY_CASES = [("mobilenet_v1_0.25_128", "default", "mobilenet_v1_0.25_128.tgz"),
-                ("mobilenet_v1_0.25_128", "slim", "mobilenet_v1_0.25_128.tgz"),
-                ("mobilenet_v1_0.25_128_quant", "default", "mobilenet_v1_0.25_128_quant.tgz"),
-                ("mobilenet_v1_0.25_128_quant", "slim", "mobilenet_v1_0.25_128_quant.tgz")]
+# (variant, preprocessing)
+PARITY_CASES = [("mobilenet_v1_0.25_128", "default"), ("mobilenet_v1_0.25_128", "slim"),
+                ("mobilenet_v1_0.25_128_quant", "default"), ("mobilenet_v1_0.25_128_quant", "slim")]
 
 
 @pytest.fixture(scope="module")
@@ -76,19 +76,16 @@ class Browser(Engine):
 
 
 @pytest.fixture(scope="module")
-def parity_sites(served, fixtures, tmp_path_factory):
+def parity_sites(served, converted, tmp_path_factory):
     """{(variant, preprocessing): (image-in artifact, its site's URL)}, and a tampered one."""
     root, base = served
     out = tmp_path_factory.mktemp("web_artifacts")
     sites = {}
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("web_cache")))
-        for name, chosen, tarball in PARITY_CASES:
-            report = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / tarball, preprocessing=chosen,
-                                     image_input=True)
-            folder = f"{name}-{chosen}"
-            _site(Path(report.path), root / folder)
-            sites[name, chosen] = (Path(report.path), f"{base}/{folder}/")
+    for name, chosen in PARITY_CASES:
+        artifact = converted(name, chosen, image_input=True)
+        folder = f"{name}-{chosen}"
+        _site(artifact, root / folder)
+        sites[name, chosen] = (artifact, f"{base}/{folder}/")
     tampered = onnx.load(sites["mobilenet_v1_0.25_128", "default"][0])
     gemm = next(n for n in tampered.graph.node if n.op_type == "Gemm")
     bias = next(i for i in tampered.graph.initializer if i.name == gemm.input[2])
@@ -124,14 +121,14 @@ def test_a_tampered_artifact_fails_in_the_browser(browser, parity_sites):
 
 
 @pytest.fixture(scope="module")
-def v2_site(served, fixtures, tmp_path_factory):
+def v2_site(served, converted, tmp_path_factory):
     """`onnx-mobilenets web v2 --output site --ort-web ...`, the image-in artifact of the V2 fixture in the cache."""
     root, base = served
     home = tmp_path_factory.mktemp("v2_home")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ONNX_MOBILENETS_HOME", str(home))
-        convert_variant("mobilenet_v2_1.0_224", download.artifacts_dir(), image_input=True,
-                        checkpoint=fixtures / "checkpoints" / "mobilenet_v2_1.0_224.tgz")
+        download.artifacts_dir().mkdir(parents=True)
+        shutil.copy(converted("mobilenet_v2_1.0_224", image_input=True), download.artifacts_dir())
         assert cli(["web", "v2", "--output", str(root / "v2"), "--ort-web", str(ORT_WEB)]) == 0
     return f"{base}/v2/"
 
