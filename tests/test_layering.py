@@ -124,17 +124,23 @@ def private_names_used_elsewhere(root: Path = REPO) -> list:
     return found
 
 
+def copy_of_the_package(root: Path) -> Path:
+    """The package's sources copied below `root`, for a check to be run on with something planted."""
+    for folder in PACKAGES:
+        for path in (REPO / folder).rglob("*.py"):
+            copy = root / folder / path.relative_to(REPO / folder)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+    return root
+
+
 def test_imports_run_only_downward():
     assert wrong_way_arrows() == []
 
 
 def test_the_check_names_an_upward_import(tmp_path):
     """The layering check on a copy of the tree with one planted upward and one sideways import."""
-    for folder in PACKAGES:
-        for path in (REPO / folder).rglob("*.py"):
-            copy = tmp_path / folder / path.relative_to(REPO / folder)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(path.read_text())
+    copy_of_the_package(tmp_path)
     (tmp_path / "onnx_mobilenets" / "planted.py").write_text(
         "def f():\n    from .runtime import OnnxMobileNet\n    return OnnxMobileNet\n")
     (tmp_path / "conversion" / "planted.py").write_text("from onnx_mobilenets.runtime.model import OnnxMobileNet\n")
@@ -250,11 +256,7 @@ def test_no_import_circle():
 
 
 def test_the_circle_check_finds_a_circle_through_a_function_level_import(tmp_path):
-    for folder in PACKAGES:
-        for path in (REPO / folder).rglob("*.py"):
-            copy = tmp_path / folder / path.relative_to(REPO / folder)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(path.read_text())
+    copy_of_the_package(tmp_path)
     (tmp_path / "conversion" / "first.py").write_text("from . import second\n")
     (tmp_path / "conversion" / "second.py").write_text("def f():\n    from .first import g\n    return g\n")
     assert import_circles(module_graph(tmp_path)) == [["onnx_mobilenets.conversion.first",
@@ -300,11 +302,7 @@ def test_only_the_artifact_module_reads_what_an_artifact_records():
 
 
 def test_the_metadata_check_names_a_reader_elsewhere(tmp_path):
-    for folder in PACKAGES:
-        for path in (REPO / folder).rglob("*.py"):
-            copy = tmp_path / folder / path.relative_to(REPO / folder)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(path.read_text())
+    copy_of_the_package(tmp_path)
     (tmp_path / "runtime" / "planted.py").write_text(
         "import json\n\n\ndef f(session, meta):\n    m = session.get_modelmeta().custom_metadata_map\n"
         "    return json.loads(meta['weights']), m\n")
