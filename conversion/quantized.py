@@ -140,8 +140,10 @@ class TfliteGraph(GraphMaker):
         self.variant = variant
         self.model, self.member = read_tflite(tarball)
         self.facts = describe_tflite(self.model, variant)
-        self.weights = Weights(source=source, sha256=sha256 or hashlib.sha256(Path(tarball).read_bytes()).hexdigest(),
-                               tflite_member=self.member, tflite_sha256=hashlib.sha256(self.model).hexdigest())
+        # `sha256`: of the tarball read, None where it is not the official one (the built-in model's
+        # tarball holds only Google's .tflite, which `tflite_sha256` identifies)
+        self.weights = Weights(source=source, sha256=sha256, tflite_member=self.member,
+                               tflite_sha256=hashlib.sha256(self.model).hexdigest())
 
     def graph(self, spec: ArtifactSpec):
         return _convert(self.model, spec.opset, spec.output, spec.batch)

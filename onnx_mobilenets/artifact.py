@@ -36,6 +36,7 @@ import numpy as np
 
 from . import catalogue
 from . import preprocessing as preprocessings
+from .download import sha256_of
 from .errors import InvalidModelError
 from .files import atomic_write
 from .labels import imagenet_classes
@@ -545,6 +546,35 @@ def record_in_manifest(folder, name: str, entry: dict) -> Path:
     path = Path(folder) / MANIFEST
     artifacts = parse_manifest(path.read_bytes(), path) if path.exists() else {}
     artifacts[name] = entry
-    manifest = {"format": 1, "artifacts": dict(sorted(artifacts.items()))}
+    return _write_manifest(path, {"format": 1, "artifacts": dict(sorted(artifacts.items()))})
+
+
+def write_folder_manifest(folder, artifacts: dict) -> Path:
+    """``folder/manifest.json`` for a published folder: the `artifacts` table, and a ``files`` table
+    with the SHA-256 and size of every other file in the folder (subfolders included)."""
+    folder = Path(folder)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[path.relative_to(folder).as_posix()] = {"sha256": sha256_of(path),
+                                                      "size": path.stat().st_size}
+    return _write_manifest(folder / MANIFEST, {"format": 1, "artifacts": dict(sorted(artifacts.items())),
+                                               "files": files})
+
+
+def manifest_file_sha256(data: bytes, where, file: str) -> str:
+    """The SHA-256 a manifest records for `file` (its ``files`` table, else its artifact entry);
+    KeyError when it records none."""
+    artifacts = parse_manifest(data, where)  # ValueError when it is not a manifest
+    files = json.loads(data).get("files")
+    entry = files.get(file) if isinstance(files, dict) else None
+    if entry is None:
+        entry = next((e for e in artifacts.values() if isinstance(e, dict) and e.get("file") == file), None)
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise KeyError(f"{where} records no SHA-256 for {file}")
+    return entry["sha256"]
+
+
+def _write_manifest(path: Path, manifest: dict) -> Path:
     atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return path
+

@@ -56,6 +56,11 @@ class Variant:
         return self.precision == "uint8"
 
     @property
+    def accuracy_source(self) -> Optional[tuple]:
+        """(name, URL) of where Google publishes `top1` and `top5`; None where it publishes none."""
+        return _ACCURACY_SOURCES[(self.family, self.precision)] if self.top1 is not None else None
+
+    @property
     def preprocessing(self) -> Preprocessing:
         return QUANTIZED_PREPROCESSING if self.quantized else DEFAULT_PREPROCESSING
 
@@ -121,7 +126,19 @@ _TABLE = [
 # Published accuracy of the quantized models: V1 from TF-slim's mobilenet_v1.md (2018_08_02 models,
 # "validation on the actual TensorFlow Lite model"); (alpha, resolution) -> (top-1, top-5).
 # Google's MobileNet V2 README lists the uint8 tarballs beside the float ones without an accuracy
-# of their own, so the V2 entries stay empty.
+# of their own; TensorFlow Lite's hosted-models list gives one for V2 1.0/224 only
+# (Mobilenet_V2_1.0_224_quant: 70.8 %, 89.9 %), so the other V2 entries stay empty.
+_QUANT_V2_ACCURACY = {(1.0, 224): (70.8, 89.9)}
+_SLIM_V1 = "https://github.com/tensorflow/models/blob/master/research/slim/nets/mobilenet_v1.md"
+_SLIM_V2 = "https://github.com/tensorflow/models/blob/master/research/slim/nets/mobilenet/README.md"
+_TFLITE_HOSTED = "https://www.tensorflow.org/lite/guide/hosted_models"
+# (family, precision) -> (where the published accuracy is, its address)
+_ACCURACY_SOURCES = {
+    ("v1", "float32"): ("TF-slim mobilenet_v1.md", _SLIM_V1),
+    ("v1", "uint8"): ("TF-slim mobilenet_v1.md (the TensorFlow Lite models)", _SLIM_V1),
+    ("v2", "float32"): ("TF-slim MobileNet V2 README", _SLIM_V2),
+    ("v2", "uint8"): ("TensorFlow Lite hosted models", _TFLITE_HOSTED),
+}
 _QUANT_ACCURACY = {
     (1.0, 224): (70.1, 88.9), (1.0, 192): (69.2, 88.3), (1.0, 160): (67.2, 86.7), (1.0, 128): (63.4, 84.2),
     (0.75, 224): (66.8, 87.0), (0.75, 192): (66.1, 86.4), (0.75, 160): (62.3, 83.8), (0.75, 128): (55.8, 78.8),
@@ -155,7 +172,7 @@ def _quantized_sibling(float_variant: Variant) -> Variant:
         top1, top5 = _QUANT_ACCURACY[(v.alpha, v.resolution)]
     else:  # quantized_v2_{resolution}_{alpha * 100}.tgz, e.g. quantized_v2_96_35.tgz
         url = f"{_V2_BASE_URL}quantized_v2_{v.resolution}_{round(v.alpha * 100)}.tgz"
-        top1 = top5 = None
+        top1, top5 = _QUANT_V2_ACCURACY.get((v.alpha, v.resolution), (None, None))
     return Variant(name=v.name + QUANT_SUFFIX, family=v.family, alpha=v.alpha, resolution=v.resolution,
                    checkpoint_url=url, checkpoint_sha256=None, top1=top1, top5=top5, macs_millions=v.macs_millions,
                    params_millions=v.params_millions, precision="uint8")

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from .errors import ChecksumError, DownloadError, OfflineError, UnsafeArchiveError
+from .files import atomic_folder
 from .progress import progress_bar
 
 __all__ = [
@@ -310,18 +311,10 @@ def safe_extract(archive: Path, destination: Path) -> Path:
         members = tar.getmembers()
         for member in members:
             _check_member(archive, member)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-        try:
+        with atomic_folder(destination) as tmp:
             # Python's own "data" filter (3.11.4+, 3.10.12+) as a second line of defence.
             safety = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(tmp, members=members, **safety)
-            if destination.exists():
-                shutil.rmtree(destination)
-            os.replace(tmp, destination)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return destination
 
 

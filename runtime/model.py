@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from onnx_mobilenets import preprocessing as preprocessing_module
 from onnx_mobilenets.artifact import RANDOM_WEIGHTS_WARNING, read_record, runtime_form
+from onnx_mobilenets.builtin import DEFAULT_MODEL
 from onnx_mobilenets.errors import InvalidModelError, ProviderError
 from onnx_mobilenets.parity import softmax
 from onnx_mobilenets.preprocessing import Preprocessing
@@ -35,13 +36,15 @@ class Prediction(NamedTuple):
 class OnnxMobileNet:
     """A MobileNet ImageNet classifier running in onnxruntime.
 
-    `model`: an alias ("v1", "v2"), a catalogue name ("mobilenet_v2_1.4_224") or the path of an
-    .onnx artifact made by this package. `providers`: "auto" (CUDA when it really works, else CPU),
-    "cuda" (an error instead of a silent CPU fallback), "cpu", or an explicit onnxruntime provider
-    list. `threads`: onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
-    `batch_size`: how many images go through the network at once. `preprocessing`: None for the one
-    the artifact records (the package's default), or "slim" for TF-slim's evaluation preprocessing
-    exactly (to reproduce the published accuracies; see `onnx_mobilenets.preprocessing`).
+    `model`: an alias ("v1", "v2"), a catalogue name ("mobilenet_v2_1.4_224"), a Hub repository
+    ("hf://owner/repo[@revision]") or the path of an .onnx artifact made by this package; by default
+    the built-in model (Google's uint8 MobileNet V2 1.0/224, "v2_quant"), which needs no network.
+    `providers`: "auto" (CUDA when it really works, else CPU), "cuda" (an error instead of a silent
+    CPU fallback), "cpu", or an explicit onnxruntime provider list. `threads`: onnxruntime intra-op
+    threads (default: onnxruntime's choice, all cores). `batch_size`: how many images go through
+    the network at once. `preprocessing`: None for the one the artifact records (the package's
+    default), or "slim" for TF-slim's evaluation preprocessing exactly (to reproduce the published
+    accuracies; see `onnx_mobilenets.preprocessing`).
     `jpeg_draft`: decode large JPEG files and bytes at a reduced scale (the decoder's DCT scaling)
     where the crop keeps at least twice the model's resolution: faster, but not the preprocessing's
     answer (measured: a different top-1 on 8-20 % of the photos it shrinks; docs/preprocessing.md).
@@ -52,7 +55,7 @@ class OnnxMobileNet:
 
     def __init__(
         self,
-        model="v2",
+        model=DEFAULT_MODEL,
         providers="auto",
         threads: Optional[int] = None,
         *,

@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from onnx_mobilenets.builtin import DEFAULT_MODEL
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
 from .artifacts import resolve_model
@@ -80,7 +81,7 @@ def default_actors(num_cpus: float, num_gpus: float) -> int:
     return max(1, int((resources.get("CPU", 1) - 1) // num_cpus))
 
 
-def classify(sources, model="v2", *, top: int = 5, batch_size: int = 32, concurrency: Optional[int] = None,
+def classify(sources, model=DEFAULT_MODEL, *, top: int = 5, batch_size: int = 32, concurrency: Optional[int] = None,
              num_cpus: float = 1, num_gpus: float = 0, providers=None, workers: Optional[int] = None):
     """A Ray Dataset of prediction rows for `sources`: a list of image paths (readable where the
     actors run; rows name them as absolute paths) or a Dataset with ``bytes`` and ``path`` columns.
@@ -135,7 +136,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                                   "`ray start --head` starts one; RAY_ADDRESS or --ray ADDRESS names it)") from None
 
 
-def predict_to_parquet(sources, output: str, *, model="v2", address: Optional[str] = None, top: int = 5,
+def predict_to_parquet(sources, output: str, *, model=DEFAULT_MODEL, address: Optional[str] = None, top: int = 5,
                        batch_size: int = 32, quiet: bool = False) -> dict:
     """`onnx-mobilenets predict --ray`: classify on the cluster, write Parquet to `output` (a folder
     or any URI Ray's writers accept). Returns the row and error counts."""

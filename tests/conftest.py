@@ -239,9 +239,14 @@ def pretend_cuda_is_installed(monkeypatch, session_class):
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty cache and no mirror/offline settings from the environment."""
+    """Every test gets its own empty cache (huggingface_hub's too) and no mirror/offline settings
+    from the environment; the Hub is never asked for a name (huggingface.co is out of reach here)
+    unless a test points HF_ENDPOINT and the namespace at a local stand-in."""
     monkeypatch.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("cache")))
-    monkeypatch.delenv("ONNX_MOBILENETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
+    monkeypatch.setenv("ONNX_MOBILENETS_HUB_NAMESPACE", "")
+    for name in ("ONNX_MOBILENETS_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ONNX_MOBILENETS_MIRROR", raising=False)
     monkeypatch.delenv("ONNX_MOBILENETS_ARTIFACTS_URL", raising=False)
 

@@ -52,9 +52,16 @@ def serving(files: dict, faults: dict = None, ranges: bool = True):
     """A server of `files` ({name: bytes}) at any path ending in the name; `faults` ({name: ["500",
     "drop", "slow", ...]}) are used up one per request. Yields the server: ``.base`` (its URL), ``.files``,
     ``.faults`` and ``.requests`` ([(name, Range header)]) can be read and changed while it runs."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.files, server.faults, server.ranges, server.requests = dict(files), dict(faults or {}), ranges, []
-    server.base = f"http://127.0.0.1:{server.server_address[1]}"
+    with running(_Handler) as server:
+        server.files, server.faults, server.ranges, server.requests = dict(files), dict(faults or {}), ranges, []
+        server.base = f"http://127.0.0.1:{server.server_address[1]}"
+        yield server
+
+
+@contextlib.contextmanager
+def running(handler):
+    """A threading HTTP server of `handler` on a free port of 127.0.0.1, serving until the block ends."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

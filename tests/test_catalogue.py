@@ -51,7 +51,15 @@ def test_every_float_variant_has_its_quantized_sibling():
         else:
             assert q.checkpoint_url == ("https://storage.googleapis.com/mobilenet_v2/checkpoints/"
                                         f"quantized_v2_{q.resolution}_{round(q.alpha * 100)}.tgz")
-            assert q.top1 is None and q.top5 is None  # Google publishes none for V2's uint8 models
+            # Google publishes one for V2 1.0/224 only (TensorFlow Lite's hosted-models list)
+            if (q.alpha, q.resolution) == (1.0, 224):
+                assert (q.top1, q.top5) == (70.8, 89.9) and q.top1 < float_variant.top1
+                assert q.accuracy_source == ("TensorFlow Lite hosted models",
+                                             "https://www.tensorflow.org/lite/guide/hosted_models")
+            else:
+                assert q.top1 is None and q.top5 is None and q.accuracy_source is None
+        if q.top1 is not None:
+            assert q.accuracy_source[1].startswith("https://") and float_variant.accuracy_source is not None
     assert get_variant("mobilenet_v2_0.35_96_quant").checkpoint_filename == "quantized_v2_96_35.tgz"
     assert get_variant("mobilenet_v2_1.4_224_quant").checkpoint_filename == "quantized_v2_224_140.tgz"
     assert get_variant("mobilenet_v1_1.0_224_quant").top1 == 70.1

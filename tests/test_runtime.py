@@ -553,7 +553,8 @@ def test_cli_predict_list_doctor(fixture_artifacts, fixtures, capsys):
     listing = capsys.readouterr().out
     assert "mobilenet_v2_1.4_224" in listing and "mobilenet_v1" not in listing.split("aliases")[0]
     rows = {line.split()[0]: line.split() for line in listing.split("aliases")[0].splitlines()[2:] if line.strip()}
-    assert rows["mobilenet_v2_1.0_224_quant"][1:7] == ["v2", "1.0", "224", "uint8", "-", "-"]
+    assert rows["mobilenet_v2_1.0_224_quant"][1:7] == ["v2", "1.0", "224", "uint8", "70.8", "89.9"]
+    assert rows["mobilenet_v2_0.5_160_quant"][1:7] == ["v2", "0.5", "160", "uint8", "-", "-"]  # none published
     assert cli(["list", "--precision", "uint8"]) == 0
     table = capsys.readouterr().out.split("aliases")[0]
     assert table.count("_quant") == 38 and "float32" not in table

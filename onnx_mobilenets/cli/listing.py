@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from onnx_mobilenets import catalogue, download
+from onnx_mobilenets import builtin, catalogue, download
 from onnx_mobilenets.artifact import SUFFIX, ArtifactSpec
 from onnx_mobilenets.tables import aligned_table
 
 
 def cached_kinds() -> dict:
     """{variant: its cached artifacts' kinds}, a kind being what the artifact's name adds to the
-    variant's ("image", "slim", "image-slim", "b1", ...), or "onnx" for the plain tensor artifact."""
+    variant's ("image", "slim", "image-slim", "b1", ...), or "onnx" for the plain tensor artifact;
+    and "built-in" for the model the package carries."""
     kinds = {}
     folder = download.artifacts_dir()
     for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
@@ -17,6 +18,8 @@ def cached_kinds() -> dict:
         if spec is not None:
             kind = spec.name[len(spec.variant) + 1:] or "onnx"
             kinds.setdefault(spec.variant, []).append(kind)
+    if builtin.PATH.is_file():
+        kinds.setdefault(builtin.SPEC.variant, []).append("built-in")
     return {variant: sorted(found, key=lambda k: (k != "onnx", k)) for variant, found in kinds.items()}
 
 
@@ -30,7 +33,8 @@ def run(args) -> int:
     print(aligned_table(header, rows))
     print(f"\naliases: {', '.join(f'{a} = {n}' for a, n in catalogue.ALIASES.items())}; cache: {download.cache_dir()}")
     print("uint8: Google's quantization-aware-trained models; top-1/top-5 '-' where Google publishes none")
-    print("cached: onnx = the tensor artifact; image = image-in (preprocessing inside); slim = TF-slim's preprocessing")
+    print("cached: onnx = the tensor artifact; image = image-in (preprocessing inside); slim = TF-slim's "
+          "preprocessing; built-in = in the package, no download")
     return 0
 
 

@@ -10,9 +10,13 @@ import sys
 import threading
 
 from onnx_mobilenets import catalogue, preprocessing
+from onnx_mobilenets.builtin import DEFAULT_MODEL
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
-from . import bench, convert, doctor, evaluate, listing, predict, verify, web
+from . import bench, convert, doctor, evaluate, listing, predict, publish, verify, web
+
+MODEL_HELP = (f"alias, catalogue name, hf://owner/repo[@revision] or .onnx path (default {DEFAULT_MODEL}: the "
+              "built-in model, no download)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("predict", help="classify images: a few as a table, many into a file (onnxruntime only)")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="an image, a folder of images (by extension), or @FILE listing paths one per line")
-    p.add_argument("--model", default="v2", help="alias, catalogue name or .onnx path (default v2)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--top", type=_classes, default=5, help="classes per image (default 5)")
     p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
     p.add_argument("--output", metavar="FILE", help="write rows here as they come (.csv, .jsonl, .parquet); "
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "folder", metavar="DIR", help="images in synset-named class folders (n01440764/...), or see --labels"
     )
-    p.add_argument("--model", default="v2", help="alias, catalogue name or .onnx path (default v2)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--labels", metavar="FILE.csv", help="file,label rows (label: synset or class index 0..999)")
     p.add_argument("--output", metavar="FILE", help="also write the per-image rows (.csv, .jsonl, .parquet)")
     p.add_argument("--batch-size", type=_positive, default=32)
@@ -106,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy onnxruntime-web from this dist folder (offline sites) instead of its pinned URL")
     _preprocessing_option(p, "the preprocessing inside the artifact", preprocessing.DEFAULT)
     p.set_defaults(run=web.run)
+
+    p = commands.add_parser("publish", help="converted artifacts as Hugging Face Hub model repositories (model cards)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="catalogue names or aliases")
+    p.add_argument("--all", action="store_true", help="every variant with converted artifacts")
+    p.add_argument("--output", required=True, metavar="DIR", help="one folder per variant goes here")
+    p.add_argument("--from", dest="source", metavar="DIR", help="the artifacts' folder (default: the runtime's cache)")
+    p.add_argument("--evaluation", action="append", metavar="FILE.json",
+                   help="an `evaluate --json` report: its measured accuracy goes into the card (repeatable)")
+    p.set_defaults(run=publish.run)
 
     p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
     p.set_defaults(run=doctor.run)
