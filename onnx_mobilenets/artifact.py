@@ -161,6 +161,16 @@ class ArtifactSpec:
 
 
 
+def _loads(text):
+    """json.loads, for text read from a file that may be anything: JSON nested too deeply for the
+    parser (a RecursionError) is malformed JSON like any other, a ValueError (found by
+    tools/fuzz_artifact.py's kind of input; tests/fuzz_crashers/)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -366,7 +376,7 @@ def _record_of(metadata: dict) -> ArtifactRecord:
     contract = _preprocessing_of(metadata["preprocessing"])
     quantization = None
     if "quantization" in metadata:
-        record = json.loads(metadata["quantization"])
+        record = _loads(metadata["quantization"])
         quantization = Quantization(**{**record, "int8_view": tuple(record.get("int8_view", ()))})
     spec = ArtifactSpec(metadata["variant"], "uint8" if contract.dtype == "uint8" else "float32", contract.name,
                         contract.image_input, contract.layout, metadata["output"], int(metadata["opset"]),
@@ -374,16 +384,16 @@ def _record_of(metadata: dict) -> ArtifactRecord:
     classes = int(metadata["classes"])
     return ArtifactRecord(
         spec=spec, family=metadata["family"], alpha=metadata.get("alpha", ""), resolution=int(metadata["resolution"]),
-        classes=classes, weights=Weights.from_dict(json.loads(metadata["weights"])),
-        versions=json.loads(metadata.get("versions", "{}")), preprocessing=contract,
-        parity=json.loads(metadata.get("parity", "{}")),
+        classes=classes, weights=Weights.from_dict(_loads(metadata["weights"])),
+        versions=_loads(metadata.get("versions", "{}")), preprocessing=contract,
+        parity=_loads(metadata.get("parity", "{}")),
         golden=_golden_of(metadata["golden"]) if "golden" in metadata else None, quantization=quantization,
         labels=_labels_of(metadata["labels"], classes))
 
 
 def _preprocessing_of(text: str) -> Preprocessing:
     try:
-        record = json.loads(text)
+        record = _loads(text)
         known = {f.name for f in fields(Preprocessing)}
         if not isinstance(record, dict) or set(record) != known:
             raise ValueError(f"its fields are {sorted(record) if isinstance(record, dict) else record}, "
@@ -399,7 +409,7 @@ def _preprocessing_of(text: str) -> Preprocessing:
 
 
 def _labels_of(text: str, classes: int) -> tuple:
-    labels = json.loads(text)
+    labels = _loads(text)
     if classes == 1001 and labels:
         labels = labels[1:]  # slim's background class
     if not labels or len(labels) != 1000:
@@ -408,7 +418,7 @@ def _labels_of(text: str, classes: int) -> tuple:
 
 
 def _golden_of(text: str) -> Golden:
-    golden = json.loads(text)
+    golden = _loads(text)
     if golden.get("values") not in Golden.DTYPES:
         raise InvalidModelError("the artifact's golden record holds no logits: it was made by an older "
                                 "onnx-mobilenets; convert it again")
@@ -492,7 +502,7 @@ def int8_weight_names(metadata: dict) -> list:
     if "quantization" not in metadata:
         return []
     try:
-        names = json.loads(metadata["quantization"])["int8_view"]
+        names = _loads(metadata["quantization"])["int8_view"]
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidModelError(f"unreadable quantization metadata: {e}") from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -524,7 +534,7 @@ def manifest_entry(record: ArtifactRecord, sha256: str, size: int, census: dict)
 def parse_manifest(data: bytes, where) -> dict:
     """A manifest's ``artifacts`` table {name: entry}; ValueError naming `where` when it is not one."""
     try:
-        manifest = json.loads(data)
+        manifest = _loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{where} is not a valid manifest: {e}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), dict):
@@ -565,7 +575,7 @@ def manifest_file_sha256(data: bytes, where, file: str) -> str:
     """The SHA-256 a manifest records for `file` (its ``files`` table, else its artifact entry);
     KeyError when it records none."""
     artifacts = parse_manifest(data, where)  # ValueError when it is not a manifest
-    files = json.loads(data).get("files")
+    files = _loads(data).get("files")
     entry = files.get(file) if isinstance(files, dict) else None
     if entry is None:
         entry = next((e for e in artifacts.values() if isinstance(e, dict) and e.get("file") == file), None)
