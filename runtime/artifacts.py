@@ -79,7 +79,7 @@ def resolve_spec(spec: ArtifactSpec) -> Path:
             tried.append(f"{source}: {e}")
     options = (["--image-input"] if spec.image_input else []) + ["--preprocessing", spec.preprocessing]
     if conversion_available():
-        return _convert_locally(spec, options)
+        return _convert_locally(spec, options, tried)
     tried.append("local conversion: the [convert] extra (TensorFlow, tf2onnx, onnx) is not installed")
     raise ModelNotFoundError(
         f"no ONNX file for {spec.name}. Tried:\n" + "".join(f"  - {t}\n" for t in tried) + "Get it with:\n"
@@ -131,7 +131,8 @@ def _from_hub_address(address: HubAddress, image_input: bool, preprocessing_name
                                      else [preprocessing.DEFAULT])
 
     def choose(table: dict) -> ArtifactSpec:
-        listed = [ArtifactSpec.from_file_name(e.get("file", "")) for e in table.values() if isinstance(e, dict)]
+        listed = [ArtifactSpec.from_file_name(e["file"]) for e in table.values()
+                  if isinstance(e, dict) and isinstance(e.get("file"), str)]
         for name in wanted:
             for spec in listed:
                 if spec and spec.image_input == image_input and spec.preprocessing == name and spec.batch is None:
@@ -178,13 +179,14 @@ def _stderr_fd():
         return None
 
 
-def _convert_locally(spec: ArtifactSpec, options: list) -> Path:
+def _convert_locally(spec: ArtifactSpec, options: list, tried: list) -> Path:
     logger.warning("converting %s from the official checkpoint (one time; the result is cached)", spec.name)
     command = [sys.executable, "-m", "onnx_mobilenets.conversion", spec.variant, "--output",
                str(download.artifacts_dir()), *options]
     result = subprocess.run(command, stdout=_stderr_fd())  # its messages stay visible, our stdout stays clean
     path = cached_path(spec)
     if result.returncode != 0 or not path.is_file():
-        raise OnnxMobileNetsError(f"local conversion of {spec.name} failed (exit {result.returncode}): "
-                                  f"{' '.join(command)}")
+        raise OnnxMobileNetsError(f"no ONNX file for {spec.name}: the local conversion, the last source after\n"
+                                  + "".join(f"  - {t}\n" for t in tried)
+                                  + f"failed (exit {result.returncode}; its messages are above): {' '.join(command)}")
     return path
