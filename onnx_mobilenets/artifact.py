@@ -171,6 +171,15 @@ def _loads(text):
         raise ValueError("JSON nested too deeply") from None
 
 
+def fixed_batches(batch: np.ndarray, size: int) -> list:
+    """`batch` in pieces of exactly `size` for an artifact of that fixed batch: the last piece
+    padded with copies of its last row (their answers are dropped)."""
+    pieces = [batch[i:i + size] for i in range(0, len(batch), size)]
+    if pieces and len(pieces[-1]) < size:
+        pieces[-1] = np.concatenate([pieces[-1], np.repeat(pieces[-1][-1:], size - len(pieces[-1]), axis=0)])
+    return pieces
+
+
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -310,9 +319,7 @@ class ArtifactRecord:
             inputs = np.transpose(inputs, (0, 3, 1, 2))
         if not size:
             return [np.ascontiguousarray(inputs)]
-        pieces = [inputs[i:i + size] for i in range(0, len(inputs), size)]
-        pieces[-1] = np.concatenate([pieces[-1], np.repeat(pieces[-1][-1:], size - len(pieces[-1]), axis=0)])
-        return [np.ascontiguousarray(piece) for piece in pieces]
+        return [np.ascontiguousarray(piece) for piece in fixed_batches(inputs, size)]
 
     def answers(self, outputs, count: int) -> np.ndarray:
         """The rows of an engine's outputs on `feeds`, concatenated, that answer the `count` inputs."""

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnx_mobilenets import preprocessing as preprocessing_module
-from onnx_mobilenets.artifact import RANDOM_WEIGHTS_WARNING, read_record, runtime_form
+from onnx_mobilenets.artifact import RANDOM_WEIGHTS_WARNING, fixed_batches, read_record, runtime_form
 from onnx_mobilenets.builtin import DEFAULT_MODEL
 from onnx_mobilenets.errors import InvalidModelError, ProviderError
 from onnx_mobilenets.parity import softmax
@@ -24,6 +24,7 @@ from .images import load_image
 from .providers import create_session
 
 logger = logging.getLogger(__name__)
+DEFAULT_BATCH_SIZE = 32
 
 
 class Prediction(NamedTuple):
@@ -42,7 +43,8 @@ class OnnxMobileNet:
     `providers`: "auto" (CUDA when it really works, else CPU), "cuda" (an error instead of a silent
     CPU fallback), "cpu", or an explicit onnxruntime provider list. `threads`: onnxruntime intra-op
     threads (default: onnxruntime's choice, all cores). `batch_size`: how many images go through
-    the network at once. `preprocessing`: None for the one the artifact records (the package's
+    the network at once (default 32; a fixed-batch artifact, ``NAME-bN``, takes N at a time, the
+    last batch padded). `preprocessing`: None for the one the artifact records (the package's
     default), or "slim" for TF-slim's evaluation preprocessing exactly (to reproduce the published
     accuracies; see `onnx_mobilenets.preprocessing`).
     `jpeg_draft`: decode large JPEG files and bytes at a reduced scale (the decoder's DCT scaling)
@@ -60,20 +62,19 @@ class OnnxMobileNet:
         threads: Optional[int] = None,
         *,
         device_id: int = 0,
-        batch_size: int = 32,
+        batch_size: Optional[int] = None,
         preprocessing: Optional[str] = None,
         jpeg_draft: bool = False,
         graph_optimization_level: Optional[ort.GraphOptimizationLevel] = None,
         session_options: Optional[ort.SessionOptions] = None,
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         if preprocessing is not None:
             preprocessing_module.check_name(preprocessing)
         self.path = resolve_model(model, preprocessing_name=preprocessing or preprocessing_module.DEFAULT)
-        self.batch_size = batch_size
         self.jpeg_draft = jpeg_draft
         options = make_session_options(threads, graph_optimization_level, base=session_options)
         try:
@@ -93,6 +94,11 @@ class OnnxMobileNet:
             raise ValueError(f"{self.path} holds its preprocessing ({contract.name}) inside: it cannot apply "
                              f"{preprocessing}; convert an artifact with that one")
         self._input = dataclasses.replace(contract, name=preprocessing or contract.name)
+        fixed = self.record.spec.batch
+        if fixed and batch_size not in (None, fixed):
+            raise ValueError(f"{self.path} takes batches of exactly {fixed} (converted with --batch {fixed}): "
+                             f"batch_size must be {fixed} or None, got {batch_size}")
+        self.batch_size = fixed or batch_size or DEFAULT_BATCH_SIZE
         if self.record.random_weights:
             warnings.warn(f"{self.path}: {RANDOM_WEIGHTS_WARNING}: its predictions mean nothing", stacklevel=2)
 
@@ -163,6 +169,10 @@ class OnnxMobileNet:
         uint8 decoded images (N, H, W, 3) of any one size for image-in artifacts."""
         batch = np.asarray(batch)
         self._check_batch(batch)
+        fixed = self.record.spec.batch
+        if fixed and len(batch) != fixed:
+            raise ValueError(f"run() takes batches of exactly {fixed} for {self.path.name} (a fixed-batch artifact), "
+                             f"got {len(batch)}; predict() and predict_proba() take any number of images")
         outputs = [
             self._session.run([self._output_name], {self._input_name: batch[i: i + self.batch_size]})[0]
             for i in range(0, len(batch), self.batch_size)
@@ -241,14 +251,23 @@ class OnnxMobileNet:
         """Probabilities (N, 1000) for arrays from `_load`; an image-in artifact's images of
         different sizes go through in one batch per size."""
         if not self.record.preprocessing.image_input:
-            return self.run(self._batch_of(arrays))
+            return self._run_any_count(self._batch_of(arrays))
         result = np.zeros((len(arrays), 1000), np.float32)
         by_shape = {}
         for index, array in enumerate(arrays):
             by_shape.setdefault(array.shape, []).append(index)
         for indices in by_shape.values():
-            result[indices] = self.run(np.stack([arrays[i] for i in indices]))
+            result[indices] = self._run_any_count(np.stack([arrays[i] for i in indices]))
         return result
+
+    def _run_any_count(self, batch: np.ndarray) -> np.ndarray:
+        """`run` on any number of inputs; a fixed-batch artifact gets them in pieces of its size."""
+        fixed = self.record.spec.batch
+        if not fixed or len(batch) == fixed:
+            return self.run(batch)
+        if not len(batch):
+            return np.zeros((0, 1000), np.float32)
+        return np.concatenate([self.run(piece) for piece in fixed_batches(batch, fixed)])[:len(batch)]
 
     def _check_batch(self, batch: np.ndarray) -> None:
         contract, R = self.record.preprocessing, self.record.resolution

@@ -22,11 +22,12 @@ from typing import Optional
 
 import numpy as np
 
+from onnx_mobilenets.artifact import read_record
 from onnx_mobilenets.builtin import DEFAULT_MODEL
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
 from .artifacts import resolve_model
-from .model import OnnxMobileNet
+from .model import DEFAULT_BATCH_SIZE, OnnxMobileNet
 from .stream import COLUMNS
 
 RAY_INSTALL = "pip install 'onnx-mobilenets[ray]'"
@@ -53,7 +54,8 @@ class Classifier:
         self._folder = tempfile.TemporaryDirectory(prefix="onnx-mobilenets-actor-")
         path = Path(self._folder.name) / "model.onnx"
         path.write_bytes(data)
-        self.model = OnnxMobileNet(path, providers=providers, batch_size=batch_size)
+        fixed = read_record(data).spec.batch  # a fixed-batch artifact runs its own batch size, padded
+        self.model = OnnxMobileNet(path, providers=providers, batch_size=None if fixed else batch_size)
         self.top, self.workers = top, workers
 
     def __call__(self, batch: dict) -> dict:
@@ -81,8 +83,9 @@ def default_actors(num_cpus: float, num_gpus: float) -> int:
     return max(1, int((resources.get("CPU", 1) - 1) // num_cpus))
 
 
-def classify(sources, model=DEFAULT_MODEL, *, top: int = 5, batch_size: int = 32, concurrency: Optional[int] = None,
-             num_cpus: float = 1, num_gpus: float = 0, providers=None, workers: Optional[int] = None):
+def classify(sources, model=DEFAULT_MODEL, *, top: int = 5, batch_size: int = DEFAULT_BATCH_SIZE,
+             concurrency: Optional[int] = None, num_cpus: float = 1, num_gpus: float = 0, providers=None,
+             workers: Optional[int] = None):
     """A Ray Dataset of prediction rows for `sources`: a list of image paths (readable where the
     actors run; rows name them as absolute paths) or a Dataset with ``bytes`` and ``path`` columns.
     `model` is resolved here (alias, catalogue name or .onnx path) and shipped to the actors once.
@@ -137,7 +140,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def predict_to_parquet(sources, output: str, *, model=DEFAULT_MODEL, address: Optional[str] = None, top: int = 5,
-                       batch_size: int = 32, quiet: bool = False) -> dict:
+                       batch_size: int = DEFAULT_BATCH_SIZE, quiet: bool = False) -> dict:
     """`onnx-mobilenets predict --ray`: classify on the cluster, write Parquet to `output` (a folder
     or any URI Ray's writers accept). Returns the row and error counts."""
     connect(address)

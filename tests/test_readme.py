@@ -185,7 +185,9 @@ def _check_command(arguments: list, result, work: Path) -> None:
             assert (report["classified"], report["top5"]) == (2, 1.0), report
         else:
             assert "top-5 100.00 % on 2 images" in result.stdout, result.stdout
-    if command == "verify":
+    if command == "verify" and "--mobile" in arguments:
+        assert "| NNAPI |" in result.stdout and "(100%)" in result.stdout, result.stdout
+    elif command == "verify":
         assert "PASS" in result.stdout and "FAIL" not in result.stdout, result.stdout
     if command == "convert":
         assert ", 0 failed" in result.stdout, result.stdout

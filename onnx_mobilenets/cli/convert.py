@@ -28,7 +28,7 @@ def run(args) -> int:
         output = Path(args.output) if args.output else download.artifacts_dir()
         options = dict(opset=args.opset or DEFAULT_OPSET, logits=args.logits, nchw=args.nchw,
                        preprocessing=args.preprocessing, image_input=args.image_input,
-                       weights_source=args.weights_source)
+                       weights_source=args.weights_source, batch=args.batch)
         outcomes = {}  # name -> "converted", "up to date", or why it failed
         try:
             for i, variant in enumerate(variants, 1):

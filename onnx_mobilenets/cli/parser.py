@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-input", action="store_true",
                    help="the preprocessing inside the model, whose input is the decoded image (NAME-image.onnx)")
     _preprocessing_option(p, "the preprocessing the artifact records (holds with --image-input)", preprocessing.DEFAULT)
+    p.add_argument("--batch", type=_positive, metavar="N",
+                   help="a fully static input of batch N (NAME-bN.onnx): what NNAPI and CoreML take whole")
     p.set_defaults(run=convert.run)
 
     p = commands.add_parser("predict", help="classify images: a few as a table, many into a file (onnxruntime only)")
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write rows here as they come (.csv, .jsonl, .parquet); "
                                                     "with --ray a Parquet folder or URI")
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="output format (default: from FILE's suffix)")
-    p.add_argument("--batch-size", type=_positive, default=32, help="images per inference batch (default 32)")
+    p.add_argument("--batch-size", type=_positive, help="images per inference batch (default 32, or a fixed-batch "
+                                                        "artifact's own)")
     p.add_argument("--workers", type=_positive, help="decoding threads (default: the number of cores)")
     p.add_argument("--resume", action="store_true", help="skip the images the --output file already has")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--labels", metavar="FILE.csv", help="file,label rows (label: synset or class index 0..999)")
     p.add_argument("--output", metavar="FILE", help="also write the per-image rows (.csv, .jsonl, .parquet)")
-    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--batch-size", type=_positive, help="default 32, or a fixed-batch artifact's own")
     p.add_argument("--workers", type=_positive, help="decoding threads (default: the number of cores)")
     p.add_argument("--providers", default="auto")
     _preprocessing_option(p, "the artifact's own (default), or slim: TF-slim's, to reproduce the published accuracy")
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-keras", action="store_true", help="compare with the golden outputs even if TensorFlow is installed"
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument("--mobile", action="store_true", help="instead: what NNAPI and CoreML would take of each artifact "
+                                                         "(onnxruntime's mobile usability checker; needs onnx)")
     p.set_defaults(run=verify.run)
 
     p = commands.add_parser("bench", help="benchmark against the alternatives (same as tools/benchmark.py)",

@@ -8,6 +8,7 @@ import time
 
 from onnx_mobilenets.progress import progress_bar
 from onnx_mobilenets.runtime import OnnxMobileNet
+from onnx_mobilenets.runtime.model import DEFAULT_BATCH_SIZE
 from onnx_mobilenets.tables import aligned_table
 
 from . import outputs
@@ -106,5 +107,6 @@ def _on_ray(args, sources) -> int:
     if not args.output:
         raise ValueError("--ray writes Parquet: name the --output folder or URI")
     written = ray_runner.predict_to_parquet(sources, args.output, model=args.model, address=args.ray or None,
-                                            top=args.top, batch_size=args.batch_size, quiet=args.quiet)
+                                            top=args.top, batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+                                            quiet=args.quiet)
     return 1 if written["errors"] else 0

@@ -179,6 +179,8 @@ def run(args) -> int:
     os.environ.setdefault(TF32_OVERRIDE_ENV, "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     targets = _targets(args)
+    if args.mobile:
+        return _mobile(targets, args.json)
     rows, engines = [], engines_here()
     with native_logs_filtered():  # the Keras reference imports TensorFlow
         try:
@@ -194,6 +196,30 @@ def run(args) -> int:
     if failed and not args.json:
         print(f"\n{len(failed)} of {len(rows)} comparisons FAILED", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _mobile(targets: list, as_json: bool) -> int:
+    """The phone execution providers' share of each artifact (`onnx_mobilenets.cli.mobile`)."""
+    from .mobile import mobile_usability
+
+    rows, dynamic = [], set()
+    for path in targets:
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {path} does not exist")
+        if read_record(path).spec.batch is None:
+            dynamic.add(path.stem)
+        rows.extend(mobile_usability(path))
+    if as_json:
+        print(json.dumps([{**asdict(r), "coverage": r.coverage} for r in rows], indent=1))
+        return 0
+    print(markdown_table(["artifact", "execution provider", "supported nodes", "partitions", "worth trying"],
+                         [[r.artifact, r.execution_provider, f"{r.supported}/{r.nodes} ({r.coverage:.0%})",
+                           r.partitions, r.verdict] for r in rows]))
+    held_back = sorted({r.artifact for r in rows if r.artifact in dynamic and r.supported < r.nodes})
+    if held_back:
+        print(f"\n{', '.join(held_back)}: a dynamic batch keeps nodes off NNAPI and CoreML; "
+              "`onnx-mobilenets convert NAME --batch 1` makes the input static.")
+    return 0
 
 
 def _targets(args) -> list:
