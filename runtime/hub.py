@@ -32,6 +32,8 @@ def fetch_artifact(address: HubAddress, choose: Callable[[dict], ArtifactSpec]) 
     try:
         spec = choose(parse_manifest(manifest, where))
         file = parse_manifest(manifest, where)[spec.name]["file"]
+        if file != spec.file_name:  # no other name reaches the disk (a "../" one, say)
+            raise ValueError(f"its entry {spec.name} names the file {file!r}, not {spec.file_name}")
         sha256 = manifest_file_sha256(manifest, where, file)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelNotFoundError(f"{where} lists no usable artifact: {e}") from None

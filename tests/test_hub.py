@@ -209,3 +209,18 @@ def test_what_is_not_on_the_hub_names_every_source(hub, published, monkeypatch):
     assert model.path.read_bytes() == (published / f"{QUANT}.onnx").read_bytes() and len(hub.requests) == asked
     with pytest.raises(ModelNotFoundError, match="offline mode forbids"):
         OnnxMobileNet("mobilenet_v1_0.5_160_quant")
+
+
+def test_a_manifest_naming_another_file_is_refused(hub, published, tmp_path):
+    """A repository whose manifest entry for the artifact names some other file (``../``, say):
+    nothing is downloaded under that name; the name is not found there."""
+    other = "mobilenet_v1_0.5_128_quant"
+    folder = tmp_path / other
+    folder.mkdir()
+    manifest = json.loads((published / "manifest.json").read_text())
+    manifest["artifacts"] = {other: {**manifest["artifacts"][QUANT], "file": f"../{QUANT}.onnx"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    hub.add_folder(f"{NAMESPACE}/{other}", folder)
+    with pytest.raises(ModelNotFoundError, match="names the file"):
+        OnnxMobileNet(other)
+    assert not [path for method, path in hub.requests if path.endswith(".onnx") and other in path]
