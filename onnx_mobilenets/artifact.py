@@ -578,19 +578,6 @@ def write_folder_manifest(folder, artifacts: dict) -> Path:
                                                "files": files})
 
 
-def manifest_file_sha256(data: bytes, where, file: str) -> str:
-    """The SHA-256 a manifest records for `file` (its ``files`` table, else its artifact entry);
-    KeyError when it records none."""
-    artifacts = parse_manifest(data, where)  # ValueError when it is not a manifest
-    files = _loads(data).get("files")
-    entry = files.get(file) if isinstance(files, dict) else None
-    if entry is None:
-        entry = next((e for e in artifacts.values() if isinstance(e, dict) and e.get("file") == file), None)
-    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-        raise KeyError(f"{where} records no SHA-256 for {file}")
-    return entry["sha256"]
-
-
 def _write_manifest(path: Path, manifest: dict) -> Path:
     atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return path

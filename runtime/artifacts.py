@@ -67,8 +67,9 @@ def resolve_spec(spec: ArtifactSpec) -> Path:
             path.unlink()
     tried = [f"the cache ({cached_path(spec)}): not there"]
     for candidate in candidates:
-        if builtin_path(candidate):
-            return builtin_path(candidate)
+        found = builtin_path(candidate)
+        if found:
+            return found
     tried.append(f"the built-in model: it is {builtin.SPEC.name}")
     for source, fetch in _remote_sources(candidates):
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from onnx_mobilenets import download
-from onnx_mobilenets.artifact import MANIFEST, ArtifactSpec, manifest_file_sha256, parse_manifest
+from onnx_mobilenets.artifact import MANIFEST, ArtifactSpec, manifest_lookup, parse_manifest
 from onnx_mobilenets.errors import ChecksumError, DownloadError, ModelNotFoundError
 from onnx_mobilenets.published import HubAddress
 
@@ -31,10 +31,9 @@ def fetch_artifact(address: HubAddress, choose: Callable[[dict], ArtifactSpec]) 
     where = f"{address}/{MANIFEST}"
     try:
         spec = choose(parse_manifest(manifest, where))
-        file = parse_manifest(manifest, where)[spec.name]["file"]
+        file, sha256 = manifest_lookup(manifest, where, spec)
         if file != spec.file_name:  # no other name reaches the disk (a "../" one, say)
             raise ValueError(f"its entry {spec.name} names the file {file!r}, not {spec.file_name}")
-        sha256 = manifest_file_sha256(manifest, where, file)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelNotFoundError(f"{where} lists no usable artifact: {e}") from None
     path = _download(address, file)

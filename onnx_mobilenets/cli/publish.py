@@ -8,6 +8,7 @@ and ``manifest.json`` with every file's SHA-256. Uploading is the Hub's own ``hf
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +20,7 @@ from onnx_mobilenets.artifact import (
     SUFFIX,
     ArtifactSpec,
     manifest_entry,
-    parse_manifest,
+    manifest_lookup,
     read_record,
     write_folder_manifest,
 )
@@ -95,11 +96,12 @@ def _write_repository(name: str, artifacts: list, folder: Path, evaluations: lis
 def _checked_bytes(path: Path) -> bytes:
     """An artifact's bytes, checked against its folder's manifest (or the cache's record of it)."""
     data = path.read_bytes()
-    manifest = path.parent / MANIFEST
+    manifest, spec = path.parent / MANIFEST, ArtifactSpec.from_file_name(path.name)
     expected = None
-    if manifest.is_file():
-        entry = parse_manifest(manifest.read_bytes(), manifest).get(path.name[:-len(SUFFIX)])
-        expected = entry.get("sha256") if isinstance(entry, dict) and entry.get("file") == path.name else None
+    if manifest.is_file() and spec is not None:
+        with contextlib.suppress(KeyError):
+            file, expected = manifest_lookup(manifest.read_bytes(), manifest, spec)
+            expected = expected if file == path.name else None
     expected = expected or download.recorded_sha256(path)
     if expected is not None and download.sha256_of(path) != expected:
         raise ChecksumError(f"{path} does not match its recorded SHA-256 {expected}: it changed after conversion; "
