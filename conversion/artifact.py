@@ -21,6 +21,8 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -147,20 +149,46 @@ def passed(*judgements) -> list:
 
 
 @contextlib.contextmanager
-def tf2onnx_without_graph_copies():
-    """tf2onnx with its optimizers' errors raised, not caught: to skip an optimizer that fails it
-    deep-copies the whole graph before every pass (a sixth of a conversion's time), and a graph an
-    optimizer left unfinished is refused by the gates anyway, so failing at once costs nothing.
-    tf2onnx reads this switch from the environment (1.17: its mere presence turns catching off)."""
-    previous = os.environ.get(TF2ONNX_CATCH_ERRORS)
+def running_tf2onnx(what: str):
+    """One call into tf2onnx: its failures become ConversionError("tf2onnx", "tf2onnx could not
+    convert WHAT: ..."), and a Ctrl-C stays a KeyboardInterrupt. The interrupt has to be tracked,
+    not recognised: one that lands inside TensorFlow's C code can surface as any error at all
+    (seen: SystemError "bad argument to internal function").
+
+    Also runs tf2onnx with its optimizers' errors raised, not caught: to skip an optimizer that
+    fails it deep-copies the whole graph before every pass (a sixth of a conversion's time), and a
+    graph an optimizer left unfinished is refused by the gates anyway, so failing at once costs
+    nothing. tf2onnx reads this switch from the environment (1.17: its mere presence turns catching
+    off)."""
+    interrupted = []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # Ctrl-C, and SIGTERM where the command line turns it into one (`cli.parser.main`).
+    signums = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+    handlers = {signum: signal.getsignal(signum) for signum in signums if callable(signal.getsignal(signum))}
+
+    def noting(handler):
+        def note_interrupt(signum, frame):
+            interrupted.append(signum)
+            handler(signum, frame)  # Python's own SIGINT handler raises KeyboardInterrupt
+        return note_interrupt
+
+    previous_switch = os.environ.get(TF2ONNX_CATCH_ERRORS)
     os.environ[TF2ONNX_CATCH_ERRORS] = "FALSE"
+    for signum, handler in handlers.items():
+        signal.signal(signum, noting(handler))
     try:
         yield
+    except Exception as e:  # tf2onnx raises many types
+        if interrupted:
+            raise KeyboardInterrupt from e
+        raise ConversionError("tf2onnx", f"tf2onnx could not convert {what}: {e}") from e
     finally:
-        if previous is None:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if previous_switch is None:
             os.environ.pop(TF2ONNX_CATCH_ERRORS, None)
         else:
-            os.environ[TF2ONNX_CATCH_ERRORS] = previous
+            os.environ[TF2ONNX_CATCH_ERRORS] = previous_switch
 
 
 # --- the gates ----------------------------------------------------------------------------------

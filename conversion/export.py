@@ -28,8 +28,8 @@ from .artifact import (
     export_artifact,
     passed,
     probe,
+    running_tf2onnx,
     runtime_gate,
-    tf2onnx_without_graph_copies,
     versions,
 )
 from .graph import INPUT_NAME, fix_batch, name_inputs, replace_uses
@@ -159,11 +159,8 @@ def _convert(head, resolution: int, opset: int, output: str, nchw: bool, batch=N
         y = head(x, training=False)
         return tf.nn.softmax(y) if output == "probabilities" else y
 
-    try:
-        with tf2onnx_without_graph_copies():
-            proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
-    except Exception as e:  # tf2onnx raises many types
-        raise ConversionError("tf2onnx", f"tf2onnx could not convert the model: {e}") from e
+    with running_tf2onnx("the model"):
+        proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
     proto = _tidy(proto, output)
     fix_batch(proto, batch)
     simplify_graph(proto)

@@ -40,7 +40,7 @@ from onnx_mobilenets.errors import ConversionError, UnsafeArchiveError
 from onnx_mobilenets.model_bytes import cpu_has_vnni
 from onnx_mobilenets.parity import GOLDEN_COUNT
 
-from .artifact import GraphMaker, passed, probe, runtime_gate, tf2onnx_without_graph_copies, versions
+from .artifact import GraphMaker, passed, probe, running_tf2onnx, runtime_gate, versions
 from .graph import BATCH_DIM, drop_noop_reshapes, drop_unused_initializers, fix_batch, name_inputs
 
 TFLITE_SUFFIX = ".tflite"
@@ -195,13 +195,10 @@ def _convert(model: bytes, opset: int, output: str, batch=None):
         path = os.path.join(folder, "model.tflite")
         with open(path, "wb") as f:
             f.write(model)
-        try:
-            with warnings.catch_warnings(), tf2onnx_without_graph_copies():
-                # tf2onnx reads the .tflite with tf.lite.Interpreter: its concern
-                warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-                proto, _ = tf2onnx.convert.from_tflite(path, opset=opset)
-        except Exception as e:  # tf2onnx raises many types
-            raise ConversionError("tf2onnx", f"tf2onnx could not convert the .tflite: {e}") from e
+        with warnings.catch_warnings(), running_tf2onnx("the .tflite"):
+            # tf2onnx reads the .tflite with tf.lite.Interpreter: its concern
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            proto, _ = tf2onnx.convert.from_tflite(path, opset=opset)
     proto = tidy_quantized_graph(proto, output)
     fix_batch(proto, batch)
     return proto

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from flaky_server import serving
 
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.download import cache_dir
+from onnx_mobilenets.errors import ConversionError
 
 # Official names of variants without a published checksum (the fixture stands in for them: its
 # weights fit any resolution), one with a published checksum the fixture cannot match, a quantized one.
@@ -115,6 +117,24 @@ def test_ctrl_c_in_a_download_stops_cleanly_and_leaves_no_partial_file(tarballs,
     assert "interrupted" in err and "0 converted" in out
     assert _partial_files(tmp_path / "home", tmp_path / "out") == []
     assert not (tmp_path / "out" / f"{RETRIED_500}.onnx").exists()
+
+
+def test_an_interrupt_that_surfaces_as_another_error_inside_tf2onnx_stays_an_interrupt():
+    """A Ctrl-C that lands in TensorFlow's C code can come out as any error (CI saw SystemError "bad
+    argument to internal function"); it must stop the run, not be reported as a failed conversion."""
+    from conversion.artifact import running_tf2onnx
+
+    assert threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
+    with pytest.raises(KeyboardInterrupt):
+        with running_tf2onnx("the model"):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+    with pytest.raises(ConversionError, match="tf2onnx could not convert the model: bad argument"):
+        with running_tf2onnx("the model"):
+            raise SystemError("bad argument to internal function")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
 
 
 def test_ctrl_c_during_a_conversion_stops_cleanly_and_leaves_no_partial_file(fixtures, tmp_path):
