@@ -29,7 +29,7 @@ from onnx_mobilenets.parity import parity_inputs, parity_pixels
 from onnx_mobilenets.runtime import OnnxMobileNet
 from onnx_mobilenets.sessions import new_session, session_options
 
-from .measure import measure_alternating, paired_ratio, summarize
+from .measure import measure_alternating, paired_ratio, photo_like_jpegs, summarize
 
 
 def time_by_layer_kind(model: bytes, feed: dict, threads: int, runs: int = 100) -> dict:
@@ -253,24 +253,6 @@ def bench_quantized(name, work: Path, threads: int, rounds: int, round_seconds: 
             "profile_b1_ms": profile_b1,
             "sizes_mb": {"int8": int8_path.stat().st_size / 1e6, "float": float_path.stat().st_size / 1e6,
                          "tflite": len(tflite_model) / 1e6}, "onnxruntime": ort.__version__}
-
-
-def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list:
-    """`count` JPEGs that decode like photographs: smooth colour fields with fine texture, half of
-    them 500x375 and half 1600x1200."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        size = (500, 375) if i % 2 == 0 else (1600, 1200)
-        path = folder / f"photo_{i:05d}_{size[0]}x{size[1]}.jpg"
-        if not path.is_file():
-            coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-            field = np.asarray(Image.fromarray(coarse).resize(size, Image.BILINEAR), np.float32)
-            field += rng.normal(0, 12, field.shape).astype(np.float32)
-            Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
 
 
 def _seconds(fn) -> float:

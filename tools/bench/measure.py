@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from onnx_mobilenets.model_bytes import cpu_has_vnni
 
@@ -78,21 +79,42 @@ def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
     return 2 * n ** 3 / float(np.median(np.concatenate(rounds))) / 1e9
 
 
-def machine_info(threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), what benchmarks say they ran on."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: int) -> dict:
     import onnxruntime
     import tensorflow as tf
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__, "platform": platform.platform(),
             "vnni": cpu_has_vnni()}
 
 
 # --- contenders -----------------------------------------------------------------------------------
+
+
+def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list:
+    """`count` JPEGs that decode like photographs: smooth colour fields with fine texture, half of
+    them 500x375 and half 1600x1200."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        size = (500, 375) if i % 2 == 0 else (1600, 1200)
+        path = folder / f"photo_{i:05d}_{size[0]}x{size[1]}.jpg"
+        if not path.is_file():
+            coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+            field = np.asarray(Image.fromarray(coarse).resize(size, Image.BILINEAR), np.float32)
+            field += rng.normal(0, 12, field.shape).astype(np.float32)
+            Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
