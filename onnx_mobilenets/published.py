@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
+
+from .sessions import new_session
 
 CONFIG = "config.json"
 MODEL_CARD = "README.md"
@@ -65,3 +67,30 @@ def hub_address_of(variant: str) -> Optional[HubAddress]:
     """Where the Hub keeps catalogue variant `variant`'s artifacts; None when Hub lookups are off."""
     namespace = hub_namespace()
     return HubAddress(f"{namespace}/{variant}") if namespace else None
+
+
+def artifact_contract(record, data: bytes) -> dict:
+    """What code in any language needs to feed one artifact and read its answer (`config.json`'s
+    ``artifacts`` entries; `onnx-mobilenets serve`'s ``GET /v1/model``)."""
+    session = new_session(data)
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    contract = record.preprocessing
+    return {
+        "file": record.spec.file_name, "image_input": contract.image_input,
+        "input": {"name": inp.name, "shape": inp.shape, "dtype": contract.dtype if not contract.image_input
+                  else "uint8", "layout": contract.layout if not contract.image_input else "NHWC"},
+        "output": {"name": out.name, "shape": out.shape, "kind": record.spec.output},
+        "preprocessing": asdict(contract), "opset": record.spec.opset,
+    }
+
+
+def model_config(record, artifacts: dict, package_version: str) -> dict:
+    """`CONFIG`: the variant and the contract of each of its artifacts (file name -> `artifact_contract`),
+    as this package's `package_version` writes it."""
+    return {
+        "model_type": f"mobilenet_{record.family}", "variant": record.spec.variant, "family": record.family,
+        "alpha": record.alpha, "resolution": record.resolution, "precision": record.spec.precision,
+        "num_classes": 1000, "labels": LABELS, "label_order": "ILSVRC-2012 (Keras decode_predictions)",
+        "artifacts": artifacts, "weights": record.weights.as_dict(),
+        "onnx_mobilenets": package_version,
+    }

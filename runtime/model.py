@@ -200,8 +200,7 @@ class OnnxMobileNet:
     def predict(self, images, top: int = 5):
         """The `top` most probable classes: a list of `Prediction` for one image, or one such list
         per image for a list of images."""
-        if not isinstance(top, int) or not 1 <= top <= 1000:
-            raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
+        stream.check_top(top)
         items, single = _as_list(images)
         probabilities = self.predict_proba(items)
         results = [self._top_predictions(p, top) for p in probabilities]
@@ -215,10 +214,17 @@ class OnnxMobileNet:
         while onnxruntime classifies batches of `batch_size` (default: this instance's); at most
         `prefetch` images (default 2 x batch_size + workers) are in flight, so memory stays flat. An
         image that cannot be read gives a result whose `error` says why; the stream goes on."""
-        steps = stream.Steps(self._load, self._probabilities_of, self._top_predictions)
-        return stream.predict_stream(steps, sources, top, workers=workers,
+        return stream.predict_stream(self.steps, sources, top, workers=workers,
                                      batch_size=self.batch_size if batch_size is None else batch_size,
                                      prefetch=prefetch)
+
+    @property
+    def steps(self) -> stream.Steps:
+        """The pipeline's three steps, for code that schedules them itself (`predict_stream`, the
+        Ray Serve deployment of `onnx_mobilenets.serving`): `load` one source into the array the
+        network takes (thread-safe: decode in many threads), `probabilities` of a list of such
+        arrays (any number, batched as this instance batches), `top_predictions` of one row."""
+        return stream.Steps(self._load, self._probabilities_of, self._top_predictions)
 
     # --- its steps --------------------------------------------------------------------------------
     def _load(self, source) -> np.ndarray:

@@ -50,11 +50,16 @@ class Steps(NamedTuple):
     top_predictions: Callable
 
 
+def check_top(top) -> None:
+    """ValueError unless `top` is a number of classes to report: 1 to 1000."""
+    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 1000:
+        raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
+
+
 def predict_stream(steps: Steps, sources: Iterable, top: int = 5, *, workers: Optional[int] = None,
                    batch_size: int = 32, prefetch: Optional[int] = None) -> Iterator[StreamResult]:
     """One `StreamResult` per source, in input order (see `OnnxMobileNet.predict_stream`)."""
-    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 1000:
-        raise ValueError(f"top must be an integer from 1 to 1000, got {top!r}")
+    check_top(top)
     workers = os.cpu_count() or 1 if workers is None else workers
     prefetch = 2 * batch_size + workers if prefetch is None and isinstance(batch_size, int) else prefetch
     for name, value in (("workers", workers), ("batch_size", batch_size), ("prefetch", prefetch)):

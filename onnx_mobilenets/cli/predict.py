@@ -37,9 +37,14 @@ def run(args) -> int:
         writer.close()
 
 
+def providers_of(text: str):
+    """--providers: a name ("auto", "cuda", "cpu") or a comma-separated onnxruntime provider list."""
+    return text.split(",") if "," in text else text
+
+
 def model_of(args) -> OnnxMobileNet:
     """The model the command's --model, --providers, --batch-size and --preprocessing name."""
-    providers = args.providers.split(",") if "," in args.providers else args.providers
+    providers = providers_of(args.providers)
     return OnnxMobileNet(args.model, providers=providers, batch_size=args.batch_size,
                          preprocessing=getattr(args, "preprocessing", None))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import onnx_mobilenets
@@ -26,8 +25,7 @@ from onnx_mobilenets.artifact import (
 )
 from onnx_mobilenets.errors import ChecksumError, ModelNotFoundError
 from onnx_mobilenets.files import atomic_folder
-from onnx_mobilenets.published import CONFIG, LABELS, MODEL_CARD, hub_namespace
-from onnx_mobilenets.sessions import new_session
+from onnx_mobilenets.published import CONFIG, LABELS, MODEL_CARD, artifact_contract, hub_namespace, model_config
 
 from .model_card import model_card
 
@@ -84,10 +82,11 @@ def _write_repository(name: str, artifacts: list, folder: Path, evaluations: lis
         (folder / record.spec.file_name).write_bytes(data)
         entries[record.name] = manifest_entry(record, download.sha256_of(folder / record.spec.file_name), len(data),
                                               {})
-        contracts[record.name] = _contract(record, data)
+        contracts[record.name] = artifact_contract(record, data)
     records = [record for _, record in artifacts]
     (folder / LABELS).write_text("".join(f"{wnid}\t{label}\n" for wnid, label in records[0].labels))
-    (folder / CONFIG).write_text(json.dumps(_config(records[0], contracts), indent=1) + "\n")
+    config = model_config(records[0], contracts, onnx_mobilenets.__version__)
+    (folder / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     address = f"hf://{hub_namespace() or 'OWNER'}/{name}"
     (folder / MODEL_CARD).write_text(model_card(catalogue.get_variant(name), records, evaluations, address))
     write_folder_manifest(folder, entries)
@@ -107,30 +106,6 @@ def _checked_bytes(path: Path) -> bytes:
         raise ChecksumError(f"{path} does not match its recorded SHA-256 {expected}: it changed after conversion; "
                             "convert it again")
     return data
-
-
-def _contract(record, data: bytes) -> dict:
-    """What code in any language needs to feed one artifact and read its answer."""
-    session = new_session(data)
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
-    contract = record.preprocessing
-    return {
-        "file": record.spec.file_name, "image_input": contract.image_input,
-        "input": {"name": inp.name, "shape": inp.shape, "dtype": contract.dtype if not contract.image_input
-                  else "uint8", "layout": contract.layout if not contract.image_input else "NHWC"},
-        "output": {"name": out.name, "shape": out.shape, "kind": record.spec.output},
-        "preprocessing": asdict(contract), "opset": record.spec.opset,
-    }
-
-
-def _config(record, artifacts: dict) -> dict:
-    return {
-        "model_type": f"mobilenet_{record.family}", "variant": record.spec.variant, "family": record.family,
-        "alpha": record.alpha, "resolution": record.resolution, "precision": record.spec.precision,
-        "num_classes": 1000, "labels": LABELS, "label_order": "ILSVRC-2012 (Keras decode_predictions)",
-        "artifacts": artifacts, "weights": record.weights.as_dict(),
-        "onnx_mobilenets": onnx_mobilenets.__version__,
-    }
 
 
 def _read_evaluation(path) -> dict:
