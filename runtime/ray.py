@@ -33,29 +33,44 @@ from .stream import COLUMNS
 RAY_INSTALL = "pip install 'onnx-mobilenets[ray]'"
 
 
-def _ray():
+def _ray(need_data: bool = True):
     try:
         import ray
-        import ray.data  # noqa: F401 (Ray Data is a separate part of the ray package)
+        if need_data:
+            import ray.data  # noqa: F401 (Ray Data is a separate part of the ray package)
     except ImportError:
         raise ValueError(f"running on Ray needs Ray Data: {RAY_INSTALL}") from None
     return ray
+
+
+def shipped(model) -> tuple:
+    """(bytes, SHA-256) of `model` resolved here: what is sent to Ray workers, which then need no
+    copy of their own (`model_from_shipped`)."""
+    data = resolve_model(model).read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def model_from_shipped(artifact, sha256: str, **options) -> tuple:
+    """(OnnxMobileNet, the temporary folder its file lives in: keep it as long as the model) in a
+    Ray worker, from bytes (or an ObjectRef of them) checked against `sha256` on arrival."""
+    ray = _ray(need_data=False)
+    data = ray.get(artifact) if isinstance(artifact, ray.ObjectRef) else artifact
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise OnnxMobileNetsError(f"the artifact arrived with SHA-256 {actual}, expected {sha256}")
+    folder = tempfile.TemporaryDirectory(prefix="onnx-mobilenets-worker-")
+    path = Path(folder.name) / "model.onnx"
+    path.write_bytes(data)
+    if read_record(data).spec.batch:  # a fixed-batch artifact runs its own batch size, padded
+        options["batch_size"] = None
+    return OnnxMobileNet(path, **options), folder
 
 
 class Classifier:
     """The per-actor state of `classify`: one OnnxMobileNet, made from the shipped artifact."""
 
     def __init__(self, artifact, sha256: str, top: int, providers, batch_size: int, workers: Optional[int]):
-        ray = _ray()
-        data = ray.get(artifact) if isinstance(artifact, ray.ObjectRef) else artifact
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise OnnxMobileNetsError(f"the artifact arrived with SHA-256 {actual}, expected {sha256}")
-        self._folder = tempfile.TemporaryDirectory(prefix="onnx-mobilenets-actor-")
-        path = Path(self._folder.name) / "model.onnx"
-        path.write_bytes(data)
-        fixed = read_record(data).spec.batch  # a fixed-batch artifact runs its own batch size, padded
-        self.model = OnnxMobileNet(path, providers=providers, batch_size=None if fixed else batch_size)
+        self.model, self._folder = model_from_shipped(artifact, sha256, providers=providers, batch_size=batch_size)
         self.top, self.workers = top, workers
 
     def __call__(self, batch: dict) -> dict:
@@ -94,7 +109,7 @@ def classify(sources, model=DEFAULT_MODEL, *, top: int = 5, batch_size: int = DE
     ray = _ray()
     if not ray.is_initialized():
         ray.init()
-    data = resolve_model(model).read_bytes()
+    data, sha256 = shipped(model)
     if isinstance(sources, ray.data.Dataset):
         dataset = sources
     else:
@@ -103,17 +118,17 @@ def classify(sources, model=DEFAULT_MODEL, *, top: int = 5, batch_size: int = DE
     actors = concurrency or default_actors(num_cpus, num_gpus)
     return dataset.map_batches(
         Classifier,
-        fn_constructor_kwargs={"artifact": ray.put(data), "sha256": hashlib.sha256(data).hexdigest(), "top": top,
+        fn_constructor_kwargs={"artifact": ray.put(data), "sha256": sha256, "top": top,
                                "providers": providers or ("cuda" if num_gpus else "cpu"), "batch_size": batch_size,
                                "workers": workers or max(1, int(num_cpus))},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=num_cpus,
         num_gpus=num_gpus, batch_format="numpy")
 
 
-def connect(address: Optional[str]) -> None:
+def connect(address: Optional[str], need_data: bool = True) -> None:
     """ray.init on `address` (else RAY_ADDRESS, else a new local cluster), with a clear error when
     there is no cluster there."""
-    ray = _ray()
+    ray = _ray(need_data)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None

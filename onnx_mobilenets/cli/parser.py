@@ -13,7 +13,7 @@ from onnx_mobilenets import catalogue, preprocessing
 from onnx_mobilenets.builtin import DEFAULT_MODEL
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
-from . import bench, convert, doctor, evaluate, listing, predict, publish, verify, web
+from . import bench, convert, doctor, evaluate, listing, predict, publish, serve, verify, web
 
 MODEL_HELP = (f"alias, catalogue name, hf://owner/repo[@revision] or .onnx path (default {DEFAULT_MODEL}: the "
               "built-in model, no download)")
@@ -125,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an `evaluate --json` report: its measured accuracy goes into the card (repeatable)")
     p.set_defaults(run=publish.run)
 
+    p = commands.add_parser("serve", help="classify over HTTP (Ray Serve, batching requests): POST /v1/classify")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive, default=8000)
+    p.add_argument("--replicas", type=_positive, default=1, help="copies of the model, across the cluster's nodes")
+    p.add_argument("--max-batch-size", type=_positive, default=32, help="requests batched into one run (default 32)")
+    p.add_argument("--batch-wait-ms", type=_milliseconds, default=5.0,
+                   help="how long a batch waits to fill (default 5)")
+    p.add_argument("--max-body-mb", type=_megabytes, default=32.0, help="larger request bodies get 413 (default 32)")
+    p.add_argument("--address", metavar="RAY_ADDRESS", help="a running Ray cluster (default: RAY_ADDRESS, else "
+                                                            "a local Ray started and stopped with the server)")
+    p.add_argument("--providers", default="auto", help="auto, cuda, cpu, or a comma-separated provider list")
+    p.add_argument("--threads", type=_positive, help="onnxruntime threads per replica (default: all cores)")
+    p.set_defaults(run=serve.run)
+
     p = commands.add_parser("doctor", help="report onnxruntime wheels, providers, CUDA libraries and the cache")
     p.set_defaults(run=doctor.run)
     return parser
@@ -152,6 +167,25 @@ def _classes(text: str) -> int:
     if value > 1000:
         raise argparse.ArgumentTypeError(f"must be at most 1000 (the ImageNet classes), got {text!r}")
     return value
+
+
+def _number_within(text: str, accepts, meaning: str) -> float:
+    """A number that `accepts` takes, else a usage error saying it `must be ...`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not accepts(value):
+        raise argparse.ArgumentTypeError(f"must be {meaning}, got {text!r}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    return _number_within(text, lambda v: 0 <= v <= 10_000, "a number of milliseconds from 0 to 10000")
+
+
+def _megabytes(text: str) -> float:
+    return _number_within(text, lambda v: 0 < v <= 4096, "a size in MB above 0 and at most 4096")
 
 
 def _interrupt(signum, frame):
