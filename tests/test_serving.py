@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench.measure import photo_like_jpegs
 from conftest import ctrl_c_works, require_module
 from PIL import Image
 
@@ -137,19 +138,10 @@ def local_model():
 
 
 @pytest.fixture(scope="module")
-def photos(fixtures) -> list:
-    """The fixture photographs and 18 photo-like JPEGs of three sizes, as bytes."""
-    rng = np.random.default_rng(0)
-    made = []
-    for i in range(18):
-        size = [(500, 375), (224, 224), (1024, 768)][i % 3]
-        coarse = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(coarse).resize(size, Image.BILINEAR), np.float32)
-        field += rng.normal(0, 10, field.shape)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-        made.append(buffer.getvalue())
-    return [p.read_bytes() for p in sorted((fixtures / "images").glob("*.jpg"))] + made
+def photos(fixtures, tmp_path_factory) -> list:
+    """The fixture photographs and 18 photo-like JPEGs (the load tool's own), as bytes."""
+    made = photo_like_jpegs(tmp_path_factory.mktemp("photos"), 18)
+    return [p.read_bytes() for p in [*sorted((fixtures / "images").glob("*.jpg")), *made]]
 
 
 def as_json(predictions) -> list:

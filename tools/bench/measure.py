@@ -99,7 +99,7 @@ def machine_info(threads: int) -> dict:
             "vnni": cpu_has_vnni()}
 
 
-# --- contenders -----------------------------------------------------------------------------------
+# --- what the benchmarks feed -----------------------------------------------------------------------
 
 
 def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list:
