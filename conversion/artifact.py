@@ -36,6 +36,7 @@ from onnx_mobilenets.files import atomic_write
 from onnx_mobilenets.preprocessing import network_input
 from onnx_mobilenets.sessions import new_session
 
+from .float16 import FLOAT16_OPS
 from .graph import BATCH_DIM
 from .preprocessing_graph import IMAGE_INPUT, PREPROCESSING_OPS, PREPROCESSING_SCOPE, with_preprocessing
 
@@ -91,7 +92,8 @@ def export_artifact(maker: GraphMaker, spec: ArtifactSpec, path, images: Optiona
         raise ValueError(f"the output path must end in .onnx, got {path}")
     proto = maker.graph(spec)
     check_structure(proto, spec.opset)
-    check_census(node_census(proto), maker.allowed_ops, maker.transposes)
+    allowed_ops = maker.allowed_ops + (FLOAT16_OPS if spec.float16 else ())
+    check_census(node_census(proto), allowed_ops, maker.transposes)
     record = maker.record(spec, proto)
     network = tensor_record(record)  # the network alone: what the image-in artifact's preprocessing feeds
     inputs = network.golden_inputs()
@@ -101,7 +103,7 @@ def export_artifact(maker: GraphMaker, spec: ArtifactSpec, path, images: Optiona
     if spec.image_input:
         proto = with_preprocessing(proto, record.resolution, record.preprocessing, spec.opset, spec.batch)
         check_structure(proto, spec.opset, image_input=True)
-        check_census(node_census(proto), maker.allowed_ops + PREPROCESSING_OPS, maker.transposes)
+        check_census(node_census(proto), allowed_ops + PREPROCESSING_OPS, maker.transposes)
         pictures = record.golden_inputs()  # images of many sizes, each one what the NumPy twin makes of it
         twin = dataclasses.replace(network.preprocessing, layout="NHWC")
         inputs = np.stack([network_input(picture, record.resolution, twin) for picture in pictures])

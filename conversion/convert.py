@@ -70,17 +70,18 @@ def fetch_source(variant: catalogue.Variant, checkpoint=None, random_weights: bo
 
 def spec_for(name: str, *, opset: int = DEFAULT_OPSET, logits: bool = False, nchw: bool = False,
              preprocessing: str = preprocessing_module.DEFAULT, image_input: bool = False,
-             weights_source: str = "ema", batch: Optional[int] = None) -> ArtifactSpec:
+             weights_source: str = "ema", batch: Optional[int] = None, float16: bool = False) -> ArtifactSpec:
     """The spec of the artifact `convert` makes of catalogue variant `name` with these options."""
     variant = catalogue.get_variant(name)
-    if variant.quantized and (nchw or weights_source != "ema"):
+    if variant.quantized and (nchw or float16 or weights_source != "ema"):
         raise ValueError(f"{variant.name}: quantized models are converted from Google's .tflite as they are; "
-                         "random weights, NCHW and the weights source apply to float checkpoints only")
+                         "random weights, NCHW, float16 and the weights source apply to float checkpoints only")
     if weights_source not in ("ema", "raw"):
         raise ValueError(f"weights_source must be 'ema' or 'raw', got {weights_source!r}")
     return ArtifactSpec.of_variant(name, preprocessing=preprocessing_module.check_name(preprocessing),
                                    image_input=image_input, layout="NCHW" if nchw else "NHWC",
-                                   output="logits" if logits else "probabilities", opset=opset, batch=batch)
+                                   output="logits" if logits else "probabilities", opset=opset, batch=batch,
+                                   float16=float16)
 
 
 def convert(spec: ArtifactSpec, output_dir, source: Source, *, weights_source: str = "ema",
@@ -141,14 +142,15 @@ def is_up_to_date(spec: ArtifactSpec, output_dir, source: Source, weights_source
 def convert_variant(name: str, output_dir, *, checkpoint=None, random_weights: bool = False, seed: int = 0,
                     opset: int = DEFAULT_OPSET, weights_source: str = "ema", logits: bool = False, nchw: bool = False,
                     images=None, preprocessing: str = preprocessing_module.DEFAULT,
-                    image_input: bool = False, batch: Optional[int] = None) -> ExportReport:
+                    image_input: bool = False, batch: Optional[int] = None, float16: bool = False) -> ExportReport:
     """Convert catalogue variant `name` into `output_dir` (`convert` with the spec these options
     make, from the source `fetch_source` fetches). With `image_input` the preprocessing
     (`preprocessing`, "default" or "slim") is inside the model, whose input is the decoded image,
     and the file is ``NAME-image.onnx`` (``NAME-image-slim.onnx``; a tensor artifact recording
-    "slim" is ``NAME-slim.onnx``); with `batch` N its input takes exactly N (``NAME-bN.onnx``). Random
+    "slim" is ``NAME-slim.onnx``); with `batch` N its input takes exactly N (``NAME-bN.onnx``); with
+    `float16` the network computes in float16 (``NAME-fp16.onnx``). Random
     weights make an untrained model (the metadata says so loudly)."""
     spec = spec_for(name, opset=opset, logits=logits, nchw=nchw, preprocessing=preprocessing, image_input=image_input,
-                    weights_source=weights_source, batch=batch)
+                    weights_source=weights_source, batch=batch, float16=float16)
     source = fetch_source(catalogue.get_variant(name), checkpoint, random_weights, seed)
     return convert(spec, output_dir, source, weights_source=weights_source, images=images)

@@ -32,6 +32,7 @@ from .artifact import (
     runtime_gate,
     versions,
 )
+from .float16 import to_float16
 from .graph import INPUT_NAME, fix_batch, name_inputs, replace_uses
 from .graph import simplify as simplify_graph
 from .layers import layer_name
@@ -56,6 +57,7 @@ def export_onnx(
     weights=None,
     preprocessing: str = DEFAULT,
     image_input: bool = False,
+    float16: bool = False,
 ) -> ExportReport:
     """Export a classifier built by `MobileNet`/`MobileNetV2` to `path`, validated.
 
@@ -64,13 +66,14 @@ def export_onnx(
     real, preprocessed NHWC images for the parity gate. `variant` and `weights` (the provenance: a
     `Weights` record or its dict) go into the metadata. `preprocessing` ("default" or "slim") is
     the one the artifact records; with `image_input` it is inside the model, whose input is then
-    the decoded image (``image``, uint8 ``[batch, height, width, 3]``).
+    the decoded image (``image``, uint8 ``[batch, height, width, 3]``). With `float16` the network
+    computes in float16 (`onnx_mobilenets.conversion.float16`), judged by the float16 bound.
     """
     check_opset(opset)
     if Path(path).suffix != ".onnx":
         raise ValueError(f"the output path must end in .onnx, got {path}")
     spec = ArtifactSpec(variant.name if variant else model.name, "float32", preprocessing, image_input,
-                        "NCHW" if nchw else "NHWC", "logits" if logits else "probabilities", opset)
+                        "NCHW" if nchw else "NHWC", "logits" if logits else "probabilities", opset, float16=float16)
     if weights is None:
         weights = Weights(source="unknown")
     elif isinstance(weights, dict):
@@ -92,7 +95,8 @@ class KerasGraph(GraphMaker):
         self.family = variant.family if variant else model_family(model)
 
     def graph(self, spec: ArtifactSpec):
-        return _convert(self.head, self.resolution, spec.opset, spec.output, spec.layout == "NCHW", spec.batch)
+        proto = _convert(self.head, self.resolution, spec.opset, spec.output, spec.layout == "NCHW", spec.batch)
+        return to_float16(proto) if spec.float16 else proto
 
     def record(self, spec: ArtifactSpec, proto) -> ArtifactRecord:
         return ArtifactRecord(spec=spec, family=self.family, alpha=str(self.variant.alpha) if self.variant else "",
@@ -107,7 +111,7 @@ class KerasGraph(GraphMaker):
         by_logits, by_log_probabilities = passed(judge(record, logits, output="logits", reference=keras_logits),
                                                  judge(record, probabilities, output="probabilities",
                                                        reference=keras_logits))
-        tolerance = tolerance_for(record.family, "cpu")
+        tolerance = tolerance_for(record.family, "cpu", record.spec.float16)
         parity = {
             "inputs": by_logits["inputs"], "top1_agreement": by_logits["top1_agreement"], "logits": by_logits,
             "log_probabilities": by_log_probabilities,

@@ -3,24 +3,26 @@ them lists it, and how an engine's outputs on it are judged. Conversion writes a
 runtime, `verify`, `list`, `web` and the developer tools read them, through this module only.
 
 - `ArtifactSpec`: the options that make one artifact of a variant (precision, preprocessing, image
-  input, layout, output, opset, a fixed batch). It owns the artifact's name
-  (``VARIANT[-image][-slim][-bN]``), its file name, where a folder keeps it, and which recorded
+  input, layout, output, opset, a fixed batch, float16). It owns the artifact's name
+  (``VARIANT[-image][-slim][-fp16][-bN]``), its file name, where a folder keeps it, and which recorded
   options make a file already there "the same artifact".
 - `ArtifactRecord`: what the file records (its ``metadata_props``: strings, JSON where structured),
   typed: its spec, its network's facts, its `Preprocessing`, its `Weights` (provenance), the
   conversion gate's numbers, its `Golden` outputs and, for the uint8 models, its `Quantization`.
   Read once from the bytes (`read_record`), written once (`ArtifactRecord.metadata`).
 - `judge`: whether an engine's outputs on the golden inputs are the reference's, and if not why:
-  within the float32 error bound of `parity.Tolerance` for float artifacts, step for step (or
+  within the float32 (float16) error bound of `parity.Tolerance` for float artifacts, step for step (or
   within `parity.OTHER_ENGINE`) of TFLite's integer logits for uint8 ones. The conversion gates,
   `verify` and the GPU check judge through it.
 - the manifest beside a folder of artifacts (``manifest.json``: each file with its SHA-256).
-- `runtime_form`: the bytes the runtime hands onnxruntime (int8 weights where exact and faster).
+- `runtime_form`: the bytes the runtime hands onnxruntime (int8 weights where exact and faster);
+  `ort_format_difference`: how far an artifact's ORT format file is from it (0: as required).
 
 Metadata keys: ``variant``, ``family``, ``alpha``, ``resolution``, ``output`` ("probabilities" or
 "logits"), ``classes``, ``preprocessing``, ``labels`` (the ``[wnid, label]`` pairs in the standard
 order), ``weights``, ``versions``, ``opset``, ``parity``, ``golden``, ``quantization`` (uint8
-artifacts) and ``batch`` (artifacts of a fixed batch size only).
+artifacts), ``batch`` (artifacts of a fixed batch size only) and ``float16`` ("true"; float16
+artifacts only: weights and activations in float16, input and output float32 as in every float one).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from .download import sha256_of
 from .errors import InvalidModelError
 from .files import atomic_write
 from .labels import imagenet_classes
-from .model_bytes import cpu_has_vnni, read_metadata, with_int8_weights
+from .model_bytes import cpu_has_vnni, is_ort_format, read_metadata, with_int8_weights
 from .parity import (
     EXACT,
     GOLDEN_COUNT,
@@ -55,6 +57,7 @@ from .parity import (
     tolerance_for,
 )
 from .preprocessing import DEFAULT_PREPROCESSING, QUANTIZED_PREPROCESSING, Preprocessing
+from .sessions import new_session, session_options
 
 # Opset 17: accepted by onnxruntime >= 1.13, TensorRT >= 8.6 and OpenVINO >= 2022.3, and every op a
 # MobileNet needs has been stable since opset 13; newer opsets add nothing it uses.
@@ -63,13 +66,16 @@ MIN_OPSET = 13
 OUTPUTS = ("probabilities", "logits")
 PRECISIONS = catalogue.PRECISIONS
 SUFFIX = ".onnx"
+ORT_SUFFIX = ".ort"  # the same artifact in onnxruntime's ORT format (`convert --ort`), beside the .onnx file
 IMAGE_INPUT_SUFFIX = "-image"  # of image-in artifacts' names, ``NAME-image.onnx``
+FLOAT16_SUFFIX = "-fp16"
 MANIFEST = "manifest.json"
 RANDOM_WEIGHTS_WARNING = "UNTRAINED RANDOM WEIGHTS: not an ImageNet classifier; for tests and benchmarks only"
 QUANTIZATION_SCHEME = ("QDQ; uint8 activations and per-tensor uint8 weights with zero points, exactly as in "
                        "Google's quantization-aware-trained .tflite")
 REQUIRED_METADATA = ("variant", "family", "resolution", "output", "classes", "preprocessing", "labels", "weights")
-_NAME = re.compile(r"^(?P<variant>[^/\\-]+)(?P<image>-image)?(?:-(?P<preprocessing>[a-z]+))?(?:-b(?P<batch>\d+))?$")
+_NAME = re.compile(r"^(?P<variant>[^/\\-]+)(?P<image>-image)?(?:-(?P<preprocessing>[a-z]+))?(?P<float16>-fp16)?"
+                   r"(?:-b(?P<batch>\d+))?$")
 
 
 # --- the spec -----------------------------------------------------------------------------------
@@ -88,6 +94,7 @@ class ArtifactSpec:
     output: str = "probabilities"  # or "logits"
     opset: int = DEFAULT_OPSET
     batch: Optional[int] = None  # a fixed batch size; None: the symbolic ``batch`` dimension
+    float16: bool = False  # weights and activations in float16 (float variants; input and output stay float32)
 
     def __post_init__(self):
         problems = []
@@ -105,6 +112,9 @@ class ArtifactSpec:
             problems.append(f"opset {self.opset!r} (an integer from {MIN_OPSET})")
         if self.batch is not None and not _is_count(self.batch):
             problems.append(f"batch {self.batch!r} (a positive integer, or None for any)")
+        if not isinstance(self.float16, bool) or (self.float16 and self.precision != "float32"):
+            problems.append(f"float16 {self.float16!r} (True or False; True for float variants only, the uint8 "
+                            "ones are Google's integer models as they are)")
         if problems:
             raise ValueError(f"invalid artifact options: {'; '.join(problems)}")
 
@@ -117,9 +127,11 @@ class ArtifactSpec:
     @property
     def name(self) -> str:
         """The file stem and manifest key: the variant, then ``-image`` for an image-in artifact,
-        ``-slim`` for one recording TF-slim's preprocessing, ``-bN`` for a fixed batch of N."""
+        ``-slim`` for one recording TF-slim's preprocessing, ``-fp16`` for float16, ``-bN`` for a
+        fixed batch of N."""
         return (self.variant + (IMAGE_INPUT_SUFFIX if self.image_input else "")
                 + ("" if self.preprocessing == preprocessings.DEFAULT else f"-{self.preprocessing}")
+                + (FLOAT16_SUFFIX if self.float16 else "")
                 + (f"-b{self.batch}" if self.batch else ""))
 
     @property
@@ -146,7 +158,7 @@ class ArtifactSpec:
 
     @classmethod
     def from_file_name(cls, file_name: str) -> Optional["ArtifactSpec"]:
-        """The spec a file name states (variant, image input, preprocessing, batch; the other
+        """The spec a file name states (variant, image input, preprocessing, float16, batch; the other
         options at their defaults), or None for a name that is not a catalogue artifact's."""
         stem = file_name[:-len(SUFFIX)] if file_name.endswith(SUFFIX) else None
         found = _NAME.match(stem or "")
@@ -155,7 +167,8 @@ class ArtifactSpec:
         try:
             return cls.of_variant(found["variant"], image_input=bool(found["image"]),
                                   preprocessing=found["preprocessing"] or preprocessings.DEFAULT,
-                                  batch=int(found["batch"]) if found["batch"] else None)
+                                  batch=int(found["batch"]) if found["batch"] else None,
+                                  float16=bool(found["float16"]))
         except ValueError:
             return None
 
@@ -349,6 +362,8 @@ class ArtifactRecord:
                                                    "int8_view": list(self.quantization.int8_view)})
         if self.spec.batch is not None:
             metadata["batch"] = str(self.spec.batch)
+        if self.spec.float16:
+            metadata["float16"] = "true"
         return metadata
 
     def _golden_json(self) -> str:
@@ -387,7 +402,8 @@ def _record_of(metadata: dict) -> ArtifactRecord:
         quantization = Quantization(**{**record, "int8_view": tuple(record.get("int8_view", ()))})
     spec = ArtifactSpec(metadata["variant"], "uint8" if contract.dtype == "uint8" else "float32", contract.name,
                         contract.image_input, contract.layout, metadata["output"], int(metadata["opset"]),
-                        int(metadata["batch"]) if "batch" in metadata else None)
+                        int(metadata["batch"]) if "batch" in metadata else None,
+                        _flag(metadata.get("float16", "false"), "float16"))
     classes = int(metadata["classes"])
     return ArtifactRecord(
         spec=spec, family=metadata["family"], alpha=metadata.get("alpha", ""), resolution=int(metadata["resolution"]),
@@ -396,6 +412,12 @@ def _record_of(metadata: dict) -> ArtifactRecord:
         parity=_loads(metadata.get("parity", "{}")),
         golden=_golden_of(metadata["golden"]) if "golden" in metadata else None, quantization=quantization,
         labels=_labels_of(metadata["labels"], classes))
+
+
+def _flag(text: str, key: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError(f"metadata {key} is {text!r}, not 'true' or 'false'")
+    return text == "true"
 
 
 def _preprocessing_of(text: str) -> Preprocessing:
@@ -479,10 +501,11 @@ def judge(record: ArtifactRecord, outputs, *, output: Optional[str] = None, refe
           exact: bool = True) -> Judgement:
     """Whether `outputs` (N, classes), an engine's `output` (default: the artifact's own,
     "probabilities" or "logits") on the golden inputs, are the `reference`'s (default: the golden
-    record's), and if not why: for a float artifact within the float32 bound of its network on a
-    `device` ("cpu" or "gpu") engine; for a uint8 one, its quantized logits step for step with
-    TFLite's (`exact`: an engine that follows TFLite's arithmetic, onnxruntime on the CPU) or within
-    `parity.OTHER_ENGINE` (engines and devices that round their own way)."""
+    record's), and if not why: for a float artifact within the float32 (float16 artifacts: the
+    float16) bound of its network on a `device` ("cpu" or "gpu") engine; for a uint8 one, its
+    quantized logits step for step with TFLite's (`exact`: an engine that follows TFLite's
+    arithmetic, onnxruntime on the CPU) or within `parity.OTHER_ENGINE` (engines and devices that
+    round their own way)."""
     output = output or record.spec.output
     if reference is None:
         if record.golden is None:
@@ -490,7 +513,7 @@ def judge(record: ArtifactRecord, outputs, *, output: Optional[str] = None, refe
         reference = record.golden.values
     outputs = record.answers(np.asarray(outputs), len(reference))  # a fixed batch's padding dropped
     if record.quantization is None:
-        agreement = check(reference, outputs, output, tolerance_for(record.family, device))
+        agreement = check(reference, outputs, output, tolerance_for(record.family, device, record.spec.float16))
         return Judgement(agreement.output, agreement.inputs, agreement.max_abs_diff, agreement.bound,
                          None if np.isinf(agreement.headroom) else agreement.headroom, agreement.top1_agreement,
                          agreement.problems(), agreement.as_dict())
@@ -520,13 +543,34 @@ def int8_weight_names(metadata: dict) -> list:
 def runtime_form(data: bytes, int8_weights: Optional[bool] = None) -> bytes:
     """The bytes to create an onnxruntime session from: for a uint8 artifact its weights as int8
     where that is both exact and faster (`int8_weights`; default: this CPU has VNNI, see
-    `onnx_mobilenets.model_bytes`), else as stored; any other model unchanged."""
+    `onnx_mobilenets.model_bytes`), else as stored; any other model, and any ORT format file,
+    unchanged."""
+    if is_ort_format(data):
+        return data
     names = int8_weight_names(read_metadata(data))
     if int8_weights is None:
         int8_weights = cpu_has_vnni()
     if not names or not int8_weights:
         return data
     return with_int8_weights(data, names)
+
+
+def ort_format_difference(ort_data: bytes, onnx_data: bytes) -> float:
+    """The largest difference between an ORT format file's outputs (`convert --ort`) and its .onnx
+    file's, on the .onnx file's golden inputs in onnxruntime on the CPU: 0.0 when identical, as
+    they must be. The ORT file holds the graph onnxruntime optimized without platform-specific
+    rewrites, so the .onnx file runs at the same level (extended, no x86 blocked layouts)."""
+    import onnxruntime as ort
+
+    record = read_record(onnx_data, "the .onnx file")
+    feeds = record.feeds(record.golden_inputs())
+    as_stored = new_session(ort_data)
+    reference = new_session(onnx_data, options=session_options(
+        graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED))
+    name = reference.get_inputs()[0].name
+    differences = [np.abs(as_stored.run(None, {name: feed})[0].astype(np.float64)
+                          - reference.run(None, {name: feed})[0].astype(np.float64)).max() for feed in feeds]
+    return float(max(differences))
 
 
 # --- the manifest of a folder of artifacts -------------------------------------------------------

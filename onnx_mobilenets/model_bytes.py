@@ -11,6 +11,11 @@ one question:
   ``data_type`` (UINT8 = 2 -> INT8 = 3, one byte either way) and its ``raw_data`` change;
 - `cpu_has_vnni`: whether to (`onnx_mobilenets.artifact.runtime_form` decides with it).
 
+ORT format files (``.ort``, onnxruntime's own flatbuffer format for its minimal mobile build, made by
+`convert --ort`) are told apart by their flatbuffer file identifier; they keep the ONNX file's
+``metadata_props``, which `read_metadata` reads through onnxruntime (their graph is already
+optimized for onnxruntime, and their weights are never rewritten).
+
 Why int8 at all: onnxruntime's fast x86 kernels multiply uint8 activations by int8 weights (VNNI:
 one instruction, 32-bit sums); with uint8 weights it takes a slower u8 x u8 path. But on x86 CPUs
 without VNNI (AVX2 or AVX-512 only) the u8 x s8 instruction adds pairs of products in 16 bits and
@@ -38,6 +43,7 @@ _MODEL_GRAPH, _MODEL_METADATA = 7, 14
 _GRAPH_INITIALIZER = 5
 _TENSOR_DATA_TYPE, _TENSOR_NAME, _TENSOR_RAW_DATA = 2, 8, 9
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
+ORT_FORMAT_IDENTIFIER = b"ORTM"
 _UINT8, _INT8 = 2, 3
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 
@@ -84,14 +90,31 @@ def _submessages(data, start, end, field_number):
             yield begin, finish
 
 
+def is_ort_format(model: bytes) -> bool:
+    """Whether `model` is an ORT format file (flatbuffer file identifier ``ORTM`` at bytes 4-8)."""
+    return model[4:8] == ORT_FORMAT_IDENTIFIER
+
+
 def read_metadata(model: bytes) -> dict:
-    """The ``metadata_props`` of an ONNX model, as a dict of strings."""
+    """The ``metadata_props`` of an ONNX model (or of an ORT format one), as a dict of strings."""
+    if is_ort_format(model):
+        return _ort_format_metadata(model)
     metadata = {}
     for begin, end in _submessages(model, 0, len(model), _MODEL_METADATA):
         entry = {field: bytes(model[b:e]).decode("utf-8", "replace")
                  for field, wire, b, e in _fields(model, begin, end) if wire == _LENGTH_DELIMITED}
         metadata[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
     return metadata
+
+
+def _ort_format_metadata(model: bytes) -> dict:
+    from onnx_mobilenets.sessions import new_session
+
+    try:
+        session = new_session(bytes(model))
+    except Exception as e:  # onnxruntime's exception types differ between versions
+        raise InvalidModelError(f"unreadable ORT format model: {str(e).splitlines()[0] if str(e) else e}") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def with_int8_weights(model: bytes, names) -> bytes:

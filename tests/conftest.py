@@ -179,23 +179,23 @@ FIXTURE_TARBALLS = {**{name: f"{name}.tgz" for name in FIXTURE_NAMES}, **QUANT_F
 
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory, fixture_artifacts, quant_artifacts):
-    """`converted(name, preprocessing=..., image_input=...)`: the path of the artifact that
+    """`converted(name, preprocessing=..., image_input=..., float16=...)`: the path of the artifact that
     `convert_variant` makes of a fixture, converted once for the whole session (the default tensor
     artifacts are those of `fixture_artifacts` and `quant_artifacts`). Tests must not change them."""
     from onnx_mobilenets.conversion.convert import convert_variant
 
-    made = {(name, "default", False): fixture_artifacts[0] / f"{name}.onnx" for name in FIXTURE_NAMES}
-    made.update({(name, "default", False): quant_artifacts / f"{name}.onnx" for name in QUANT_FIXTURES})
+    made = {(name, "default", False, False): fixture_artifacts[0] / f"{name}.onnx" for name in FIXTURE_NAMES}
+    made.update({(name, "default", False, False): quant_artifacts / f"{name}.onnx" for name in QUANT_FIXTURES})
     fixtures = fixtures_dir()
 
-    def convert(name: str, preprocessing: str = "default", image_input: bool = False) -> Path:
-        key = (name, preprocessing, image_input)
+    def convert(name: str, preprocessing: str = "default", image_input: bool = False, float16: bool = False) -> Path:
+        key = (name, preprocessing, image_input, float16)
         if key not in made:
             with pytest.MonkeyPatch.context() as env:
                 env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("converted_cache")))
                 report = convert_variant(name, tmp_path_factory.mktemp("converted"),
                                          checkpoint=fixtures / "checkpoints" / FIXTURE_TARBALLS[name],
-                                         preprocessing=preprocessing, image_input=image_input)
+                                         preprocessing=preprocessing, image_input=image_input, float16=float16)
             made[key] = Path(report.path)
         return made[key]
 

@@ -20,12 +20,14 @@ def test_a_spec_names_its_artifact_and_reads_its_name_back():
     assert (plain.variant, plain.precision, plain.name, plain.file_name) == (
         "mobilenet_v2_1.0_224", "float32", "mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224.onnx")
     assert ArtifactSpec.of_variant("v2_quant").precision == "uint8"
-    every = ArtifactSpec.of_variant(V1, preprocessing="slim", image_input=True, batch=1)
-    assert every.name == f"{V1}-image-slim-b1"
+    every = ArtifactSpec.of_variant(V1, preprocessing="slim", image_input=True, batch=1, float16=True)
+    assert every.name == f"{V1}-image-slim-fp16-b1"
     for spec in (plain, every, ArtifactSpec.of_variant(V1, image_input=True), ArtifactSpec.of_variant(V1, batch=8),
-                 ArtifactSpec.of_variant(V1, preprocessing="slim")):
+                 ArtifactSpec.of_variant(V1, preprocessing="slim"), ArtifactSpec.of_variant(V1, float16=True),
+                 ArtifactSpec.of_variant(V1, float16=True, batch=2)):
         assert ArtifactSpec.from_file_name(spec.file_name) == spec
-    for name in ("model.onnx", f"{V1}-webgpu.onnx", f"{V1}.tflite", "mobilenet_v9_1.0_224.onnx"):
+    for name in ("model.onnx", f"{V1}-webgpu.onnx", f"{V1}.tflite", "mobilenet_v9_1.0_224.onnx", f"{V1}-b1-fp16.onnx",
+                 f"{V1}_quant-fp16.onnx"):
         assert ArtifactSpec.from_file_name(name) is None
     # Options that are not in the name make another artifact of the same name.
     assert ArtifactSpec.of_variant(V1, layout="NCHW").name == V1 != ArtifactSpec.of_variant(V1, layout="NCHW")
@@ -33,11 +35,13 @@ def test_a_spec_names_its_artifact_and_reads_its_name_back():
 
 def test_a_spec_refuses_what_no_artifact_can_be():
     for options in ({"layout": "NHCW"}, {"output": "features"}, {"opset": 12}, {"batch": 0}, {"batch": True},
-                    {"preprocessing": "caffe"}):
+                    {"preprocessing": "caffe"}, {"float16": 1}):
         with pytest.raises(ValueError, match="invalid artifact options"):
             ArtifactSpec.of_variant(V1, **options)
     with pytest.raises(ValueError, match="NCHW for float models"):
         ArtifactSpec.of_variant("v2_quant", layout="NCHW")
+    with pytest.raises(ValueError, match="float16 True .*float variants only"):
+        ArtifactSpec.of_variant("v2_quant", float16=True)
     with pytest.raises(ValueError, match="unknown MobileNet variant"):
         ArtifactSpec.of_variant("mobilenet_v3")
 
@@ -68,6 +72,11 @@ def test_a_record_reads_back_what_it_wrote():
     np.testing.assert_array_equal(back.golden.values, record.golden.values)
     np.testing.assert_array_equal(back.golden_inputs(), parity_inputs(128))
     assert back.metadata() == metadata
+    assert "float16" not in metadata
+    half = dataclasses.replace(record, spec=dataclasses.replace(record.spec, float16=True))
+    assert half.metadata()["float16"] == "true" and ArtifactRecord.from_metadata(half.metadata(), "here").spec.float16
+    with pytest.raises(InvalidModelError, match="here has unreadable metadata.*float16"):
+        ArtifactRecord.from_metadata(dict(half.metadata(), float16="yes"), "here")
     quantized = dataclasses.replace(record, spec=ArtifactSpec.of_variant(f"{V1}_quant"), classes=1000,
                                     preprocessing=None,
                                     quantization=Quantization(1 / 128, 128, 0.1, 60, ("w", "w/zero_point")),
@@ -91,6 +100,10 @@ def test_the_judge_says_why():
     verdict = judge(record, moved, output="logits")
     assert not verdict.passed and "exceeds its bound" in verdict.problems[0] and verdict.max_difference > 0.049
     assert judge(record, moved, output="logits", device="gpu").bound > 5 * verdict.bound
+    # A float16 artifact is judged by the float16 bound: 2^13 times the float32 one.
+    half = dataclasses.replace(record, spec=dataclasses.replace(record.spec, float16=True))
+    assert judge(half, moved, output="logits").passed
+    assert judge(half, moved, output="logits").bound == pytest.approx(2 ** 13 * verdict.bound)
 
 
 def _listed(capsys) -> dict:
@@ -101,11 +114,12 @@ def _listed(capsys) -> dict:
 def test_list_shows_every_cached_artifact_of_a_variant(capsys):
     folder = download.artifacts_dir()
     folder.mkdir(parents=True)
-    for name in (V1, f"{V1}-image", f"{V1}-image-slim", f"{V1}-slim", "mobilenet_v2_1.0_224-image", "notes"):
+    for name in (V1, f"{V1}-image", f"{V1}-image-slim", f"{V1}-slim", f"{V1}-fp16", "mobilenet_v2_1.0_224-image",
+                 "notes"):
         (folder / f"{name}.onnx").write_bytes(b"an artifact")
     assert cli(["list", "--family", "v1"]) == 0
     rows = _listed(capsys)
-    assert rows[V1][-1] == "onnx,image,image-slim,slim"
+    assert rows[V1][-1] == "onnx,fp16,image,image-slim,slim"
     assert cli(["list"]) == 0
     rows = _listed(capsys)
     assert rows["mobilenet_v2_1.0_224"][-1] == "image" and rows["mobilenet_v1_1.0_224"][-1] == "-"

@@ -50,7 +50,7 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     assert variant["variant"] == "mobilenet_v1_0.25_128"
     expected = {"ort_raw_b1", "ort_raw_b32", "wrapper_run_b1", "wrapper_run_b32", "wrapper_predict_jpeg",
                 "keras_predict_b1", "keras_predict_b32", "tf_function_b1", "tf_function_b32",
-                "keras_apps_tf2onnx_b1", "keras_apps_tf2onnx_b32"}
+                "keras_apps_tf2onnx_b1", "keras_apps_tf2onnx_b32", "ort_float16_b1", "ort_float16_b32"}
     assert set(variant["contenders"]) == expected
     for stats in variant["contenders"].values():
         assert 0 < stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
@@ -58,7 +58,8 @@ def test_benchmark_tool_produces_every_figure(tmp_path, fixtures):
     assert set(variant["ratios"]) == {
         "wrapper_run_over_raw_b1", "wrapper_run_over_raw_b32", "predict_jpeg_over_raw_b1", "speed_vs_keras_apps_b1",
         "speed_vs_keras_apps_b32", "speedup_vs_keras_predict_b1", "speedup_vs_tf_function_b1",
-        "fraction_of_matmul_peak_b32"}
+        "fraction_of_matmul_peak_b32", "float16_speedup_b1", "float16_speedup_b32", "float16_size_over_float"}
+    assert 0.45 < variant["ratios"]["float16_size_over_float"] < 0.6
     process = variant["process"]
     assert 0 < process["first_prediction_s"] < 600 and 10 < process["peak_rss_mb"] < 4000  # measured, not judged
     (quant,) = report["quantized"]

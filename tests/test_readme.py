@@ -145,6 +145,7 @@ CANNOT_RUN_HERE = {
     "convert v2 --image-input": _checksummed("mobilenet_v2_1.0_224"),
     "convert v2 v2_quant --image-input": _checksummed("mobilenet_v2_1.0_224"),
     "convert v2 --preprocessing slim": _checksummed("mobilenet_v2_1.0_224"),
+    "convert v2 --float16": _checksummed("mobilenet_v2_1.0_224"),
     "convert --all --random-weights --output bench": "converts all 76 variants (tests/test_parity.py runs "
                                                      "`convert --all --random-weights`, which is the float 38)",
     "predict @todo.txt --ray --output s3://bucket/predictions/": "writes to an S3 bucket on a remote cluster",

@@ -4,6 +4,9 @@ engine under `verify`'s rules; the page classifies the fixture photographs, and 
 with bad input while it keeps working."""
 
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +228,47 @@ window.sampleResult = predictions;
     assert len(predictions) == 5 and predictions[0]["label"] in ("African elephant", "tusker")
     assert set(predictions[0]) == {"classIndex", "synset", "label", "probability"}
     assert predictions[0]["probability"] >= predictions[1]["probability"] > 0
+
+
+def _threads_of(page) -> dict:
+    return page.evaluate("({isolated: crossOriginIsolated, shared: typeof SharedArrayBuffer !== 'undefined', "
+                         "threads: ort.env.wasm.numThreads, about: document.getElementById('about').textContent})")
+
+
+def test_web_serve_makes_the_page_cross_origin_isolated_with_threads(browser, served, v2_site, fixtures):
+    """`web --serve DIR` (its own process, as a user runs it) sends the headers `web` writes into
+    `_headers`: the page is cross-origin isolated and runs onnxruntime-web on more than one thread.
+    The same site from a host without them (the plain server) still works, on one thread."""
+    root, _ = served
+    site = root / "v2"
+    headers = (site / "_headers").read_text()
+    assert "Cross-Origin-Opener-Policy: same-origin" in headers
+    assert "Cross-Origin-Embedder-Policy: require-corp" in headers
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "onnx_mobilenets.cli", "web", "--serve", str(site),
+                               "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"at http://127.0.0.1:{port}/" in server.stdout.readline()
+        with open_page(browser, f"http://127.0.0.1:{port}/") as page:
+            isolated = _threads_of(page)
+            assert isolated["isolated"] and isolated["shared"] and isolated["threads"] > 1, isolated
+            assert f"{isolated['threads']} threads" in isolated["about"]
+            assert _classify_file(page, fixtures / "images" / "elephant.jpg") in ("African elephant", "tusker")
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0  # SIGTERM stops it as Ctrl-C does
+    with open_page(browser, v2_site) as page:
+        plain = _threads_of(page)
+        assert not plain["isolated"] and plain["threads"] == 1 and "1 thread" in plain["about"], plain
+        assert _classify_file(page, fixtures / "images" / "elephant.jpg") in ("African elephant", "tusker")
+
+
+def test_web_serve_refuses_what_is_not_a_site(tmp_path, capsys):
+    assert cli(["web", "--serve", str(tmp_path)]) == 2
+    assert "is not a site `onnx-mobilenets web` wrote (it lacks index.html" in capsys.readouterr().err
+    assert cli(["web", "v2", "--serve", str(tmp_path)]) == 2
+    assert "give no NAME or --output" in capsys.readouterr().err
+    assert cli(["web", "v2"]) == 2
+    assert "web needs NAME and --output DIR" in capsys.readouterr().err

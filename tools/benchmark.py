@@ -9,7 +9,8 @@ For each variant (default: V1 and V2 at 1.0/224 and the smallest of each family)
 artifacts made on the spot (no downloads), it measures in one run, alternating the contenders round
 by round so that drift hits all alike, after warm-up:
 
-- onnxruntime CPU through a raw InferenceSession on our artifact (batch 1 latency, batch 32 throughput);
+- onnxruntime CPU through a raw InferenceSession on our artifact (batch 1 latency, batch 32 throughput),
+  and on its float16 artifact (`convert --float16`): what float16 does on this CPU, and its size;
 - `OnnxMobileNet.run` on the same batches, and `OnnxMobileNet.predict` on a JPEG file (decode included);
 - the same weights in Keras `model.predict` and in a `tf.function`;
 - `keras.applications.MobileNet`/`MobileNetV2` exported with tf2onnx's defaults, in onnxruntime;

@@ -13,6 +13,8 @@ import threading
 
 import numpy as np
 
+from onnx_mobilenets.cli.web import IsolatedHandler, QuietHandler
+
 # Headless Chromium as root in a closed network: no sandbox, no GPU, no background connections.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -22,24 +24,11 @@ IMAGE_DATA_JS = """const image = new ImageData(Uint8ClampedArray.from(atob(data)
                                                width, height);"""
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _Isolated(_Quiet):
-    """Cross-origin isolation headers: without them WebAssembly gets no threads."""
-
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-
-
 @contextlib.contextmanager
 def serving(folder, isolated: bool = False):
-    """A static file server on 127.0.0.1 over `folder`; yields its base URL."""
-    handler = functools.partial(_Isolated if isolated else _Quiet, directory=str(folder))
+    """A static file server on 127.0.0.1 over `folder`; yields its base URL. `isolated`: with the
+    cross-origin isolation headers `web --serve` sends (WebAssembly gets threads only then)."""
+    handler = functools.partial(IsolatedHandler if isolated else QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

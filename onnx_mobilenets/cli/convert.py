@@ -28,7 +28,7 @@ def run(args) -> int:
         output = Path(args.output) if args.output else download.artifacts_dir()
         options = dict(opset=args.opset or DEFAULT_OPSET, logits=args.logits, nchw=args.nchw,
                        preprocessing=args.preprocessing, image_input=args.image_input,
-                       weights_source=args.weights_source, batch=args.batch)
+                       weights_source=args.weights_source, batch=args.batch, float16=args.float16)
         outcomes = {}  # name -> "converted", "up to date", or why it failed
         try:
             for i, variant in enumerate(variants, 1):
@@ -51,18 +51,31 @@ def _convert_one(label: str, variant, output: Path, args, options: dict, images)
         source = fetch_source(variant, args.checkpoint, args.random_weights)
         if not args.force and is_up_to_date(spec, output, source, options["weights_source"]):
             print(f"{label}: up to date ({spec.path_in(output)})", flush=True)
-            return "up to date"
-        print(f"{label}: converting (opset {spec.opset}{', random weights' if args.random_weights else ''})...",
-              flush=True)
-        report = convert(spec, output, source, weights_source=options["weights_source"], images=images)
+            outcome = "up to date"
+        else:
+            print(f"{label}: converting (opset {spec.opset}{', random weights' if args.random_weights else ''})...",
+                  flush=True)
+            report = convert(spec, output, source, weights_source=options["weights_source"], images=images)
+            print(_described(report, variant), flush=True)
+            outcome = "converted"
+        if args.ort:
+            _write_ort_format(spec.path_in(output))
     except (OnnxMobileNetsError, FileNotFoundError, ValueError) as e:
         reason = " ".join(str(e).split())  # one line
         print(f"{label}: FAILED: {reason}", file=sys.stderr, flush=True)
         return reason
     finally:
         _release_tensorflow_memory()
-    print(_described(report, variant), flush=True)
-    return "converted"
+    return outcome
+
+
+def _write_ort_format(path: Path) -> None:
+    """The artifact in ORT format beside it, made again each time (it takes seconds)."""
+    from onnx_mobilenets.conversion.ort_format import write_ort_format
+
+    made, operators = write_ort_format(path)
+    print(f"    wrote {made} ({made.stat().st_size / 1e6:.1f} MB, the same outputs as the .onnx file exactly) and "
+          f"its operator list for onnxruntime's minimal build, {operators.name}", flush=True)
 
 
 def _summary(outcomes: dict, variants: list, output: Path, random_weights: bool) -> int:
@@ -99,9 +112,9 @@ def _variants(args) -> list:
         return catalogue.list_variants(precision="float32" if args.random_weights else None)
     variants = [catalogue.get_variant(n) for n in args.names]
     quantized = [v.name for v in variants if v.quantized]
-    if quantized and (args.random_weights or args.nchw or args.weights_source != "ema"):
+    if quantized and (args.random_weights or args.nchw or args.float16 or args.weights_source != "ema"):
         raise ValueError(f"{', '.join(quantized)}: quantized models are converted from Google's .tflite as they are; "
-                         "--random-weights, --nchw and --weights-source apply to float checkpoints only")
+                         "--random-weights, --nchw, --float16 and --weights-source apply to float checkpoints only")
     return variants
 
 

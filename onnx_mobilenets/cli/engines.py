@@ -57,6 +57,7 @@ class Engine:
     exact = False
     note = ""
     runs_image_input = True
+    reads_ort_format = False  # onnxruntime's own format (.ort files)
 
     def unavailable(self) -> Optional[str]:
         """Why this engine cannot run here, or None."""
@@ -76,6 +77,10 @@ class Engine:
 
 class OnnxRuntime(Engine):
     """onnxruntime on one provider, checked to really run there (never a silent CPU fallback)."""
+
+    @property
+    def reads_ort_format(self) -> bool:
+        return self.provider != "tensorrt"  # TensorRT compiles ONNX graphs: an ORT format file has none
 
     def __init__(self, provider: str = "cpu"):
         if provider not in PROVIDERS:

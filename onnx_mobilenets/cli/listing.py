@@ -34,7 +34,7 @@ def run(args) -> int:
     print(f"\naliases: {', '.join(f'{a} = {n}' for a, n in catalogue.ALIASES.items())}; cache: {download.cache_dir()}")
     print("uint8: Google's quantization-aware-trained models; top-1/top-5 '-' where Google publishes none")
     print("cached: onnx = the tensor artifact; image = image-in (preprocessing inside); slim = TF-slim's "
-          "preprocessing; built-in = in the package, no download")
+          "preprocessing; fp16 = float16; bN = a fixed batch of N; built-in = in the package, no download")
     return 0
 
 

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     _preprocessing_option(p, "the preprocessing the artifact records (holds with --image-input)", preprocessing.DEFAULT)
     p.add_argument("--batch", type=_positive, metavar="N",
                    help="a fully static input of batch N (NAME-bN.onnx): what NNAPI and CoreML take whole")
+    p.add_argument("--float16", action="store_true",
+                   help="the network in float16 (NAME-fp16.onnx): half the size, for GPUs; slower on most CPUs")
+    p.add_argument("--ort", action="store_true", help="also NAME.ort, for onnxruntime's minimal mobile build, and "
+                                                      "NAME.required_operators.config, the operators it needs")
     p.set_defaults(run=convert.run)
 
     p = commands.add_parser("predict", help="classify images: a few as a table, many into a file (onnxruntime only)")
@@ -108,9 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=bench.run)
 
     p = commands.add_parser("web", help="write a static site that classifies images in the browser (onnxruntime-web)")
-    p.add_argument("name", metavar="NAME", help="catalogue name or alias (its image-in artifact, found or converted), "
-                                               "or the path of an image-in .onnx")
-    p.add_argument("--output", required=True, metavar="DIR", help="the site's folder")
+    p.add_argument("name", nargs="?", metavar="NAME", help="catalogue name or alias (its image-in artifact, found or "
+                                                           "converted), or the path of an image-in .onnx")
+    p.add_argument("--output", metavar="DIR", help="the site's folder")
+    p.add_argument("--serve", metavar="DIR", help="instead: serve a site written before, cross-origin isolated "
+                                                  "(WebAssembly threads), on 127.0.0.1")
+    p.add_argument("--port", type=_port, default=8000, help="with --serve (default 8000; 0: any free port)")
     p.add_argument("--ort-web", metavar="DIR",
                    help="copy onnxruntime-web from this dist folder (offline sites) instead of its pinned URL")
     _preprocessing_option(p, "the preprocessing inside the artifact", preprocessing.DEFAULT)
@@ -160,6 +167,12 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def _classes(text: str) -> int:

@@ -6,7 +6,9 @@ OpenVINO and OpenCV where installed) and compared with a reference: the Keras mo
 artifact's recorded weights when the [convert] extra is installed, else the logits the converter
 stored in the artifact's metadata. The bound is the float32 error bound of `parity.Tolerance` for
 the artifact's network, on CPUs as in the conversion gate and widened on GPUs for cuDNN's and
-TensorRT's choice of algorithms; each row reports the difference, the bound and the headroom.
+TensorRT's choice of algorithms (float16 artifacts: the float16 bound); each row reports the
+difference, the bound and the headroom. An ORT format file (``NAME.ort``, `convert --ort`) runs in
+onnxruntime only, and gets one row more: it must give its ``NAME.onnx``'s outputs exactly.
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ from typing import Optional
 import numpy as np
 
 from onnx_mobilenets import catalogue, download
-from onnx_mobilenets.artifact import ArtifactRecord, ArtifactSpec, Judgement, judge, read_record
+from onnx_mobilenets.artifact import (
+    SUFFIX,
+    ArtifactRecord,
+    ArtifactSpec,
+    Judgement,
+    judge,
+    ort_format_difference,
+    read_record,
+)
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
 from onnx_mobilenets.errors import DownloadError, InvalidModelError
+from onnx_mobilenets.model_bytes import is_ort_format
 from onnx_mobilenets.preprocessing import network_input
 from onnx_mobilenets.runtime.artifacts import cached_path
 from onnx_mobilenets.tables import markdown_table
@@ -69,7 +80,9 @@ def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
     rebuilt from the recorded weights where it can be, else the golden record."""
     path = Path(path)
     engines = engines_here() if engines is None else engines
-    record = read_record(path)
+    data = path.read_bytes()
+    ort_format = is_ort_format(data)
+    record = read_record(data, path)
     if record.golden is None:
         raise InvalidModelError(f"{path} carries no golden outputs: not an artifact made by onnx-mobilenets")
     inputs = record.golden_inputs()
@@ -86,8 +99,29 @@ def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
             return VerifyRow.judged(record.name, engine.name, engine.version(), reference_name, output, judgement,
                                     note)
 
+        if ort_format and not engine.reads_ort_format:
+            rows.append(VerifyRow.not_run(record.name, engine.name, "", reference_name, output, "skipped",
+                                          f"the ORT format is onnxruntime's own: {engine.label} reads the .onnx file"))
+            continue
         rows.append(_engine_row(engine, path, feeds, record, reference_name, output, judged))
+    if ort_format:
+        rows.append(_ort_format_row(path, data, record, record.spec.output))
     return rows
+
+
+def _ort_format_row(path: Path, data: bytes, record: ArtifactRecord, output: str) -> VerifyRow:
+    """An ORT format file against the .onnx file beside it, both in onnxruntime on the CPU:
+    identical outputs required (`onnx_mobilenets.artifact.ort_format_difference`)."""
+    import onnxruntime as ort
+
+    source = path.with_suffix(SUFFIX)
+    runtime = "onnxruntime-CPU (ORT format)"
+    if not source.is_file():
+        return VerifyRow.not_run(record.name, runtime, ort.__version__, source.name, output, "skipped",
+                                 f"no {source.name} beside it to compare with")
+    difference = ort_format_difference(data, source.read_bytes())
+    return VerifyRow(record.name, runtime, ort.__version__, source.name, output, difference, 0.0, None, None,
+                     "pass" if difference == 0.0 else "fail", "identical outputs required")
 
 
 def _keras_reference(record: ArtifactRecord, inputs) -> tuple:
@@ -206,6 +240,9 @@ def _mobile(targets: list, as_json: bool) -> int:
     for path in targets:
         if not path.is_file():
             raise FileNotFoundError(f"artifact {path} does not exist")
+        if is_ort_format(path.read_bytes()):
+            raise ValueError(f"verify --mobile checks .onnx files (onnxruntime's checker reads ONNX): pass "
+                             f"{path.with_suffix(SUFFIX).name}, the .ort file's source")
         if read_record(path).spec.batch is None:
             dynamic.add(path.stem)
         rows.extend(mobile_usability(path))

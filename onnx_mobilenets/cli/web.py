@@ -4,12 +4,20 @@ onnxruntime-web, served by any static file host (``python -m http.server -d DIR`
 DIR gets ``index.html`` (pick or drop an image, see the top-5 as labelled bars, the model and its
 speed), ``mobilenet.js`` (the classifier: `load(modelUrl)`, `classify(image, {top})`), the image-in
 artifact under ``models/`` with its labels beside it (``NAME.labels.json``, from the artifact's own
-metadata), and ``site.json`` (what the page loads). onnxruntime-web comes from a pinned URL, or with
-``--ort-web`` from a local ``onnxruntime-web/dist`` copied into the site (for offline sites).
+metadata), ``site.json`` (what the page loads) and ``_headers``, the cross-origin isolation headers
+in the format Netlify and Cloudflare Pages read: WebAssembly gets threads only on a cross-origin-
+isolated page, so the page runs on one thread from hosts that send no such headers (GitHub Pages,
+``python -m http.server``) and on several from those that do. onnxruntime-web comes from a pinned
+URL, or with ``--ort-web`` from a local ``onnxruntime-web/dist`` copied into the site (for offline
+sites, and for hosts whose isolated pages cannot load the CDN's files).
+
+`onnx-mobilenets web --serve DIR` serves such a site on this machine with those headers.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 from importlib import resources
 from pathlib import Path
@@ -23,9 +31,34 @@ ORT_WEB_URL = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/d
 # onnxruntime-web's WebAssembly build: the script, and what it loads (SIMD, threads when allowed).
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_FILES = ("index.html", "mobilenet.js")
+# What makes a page cross-origin isolated, so that WebAssembly may use threads (SharedArrayBuffer).
+ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+HEADERS_FILE = "_headers"  # Netlify's and Cloudflare Pages' format: a path pattern, then its headers
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file handler that does not log each request."""
+
+    def log_message(self, *args):
+        pass
+
+
+class IsolatedHandler(QuietHandler):
+    """A static file handler that sends `ISOLATION_HEADERS` with every response."""
+
+    def end_headers(self):
+        for name, value in ISOLATION_HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
 
 
 def run(args) -> int:
+    if args.serve:
+        if args.name or args.output:
+            raise ValueError("web --serve DIR serves a site already written: give no NAME or --output with it")
+        return serve(Path(args.serve), args.port)
+    if not args.name or not args.output:
+        raise ValueError("web needs NAME and --output DIR (or --serve DIR to serve a site written before)")
     artifact = resolve_model(args.name, image_input=True, preprocessing_name=args.preprocessing)
     data = artifact.read_bytes()
     record = read_record(data, artifact)
@@ -46,10 +79,33 @@ def run(args) -> int:
     ort, ort_files = _ort_web(args.ort_web, site)
     atomic_write(site / "site.json", json.dumps({"model": model, "ort": ort, "ortFiles": ort_files,
                                                  "threads": "auto"}, indent=1).encode())
+    headers = "".join(f"  {name}: {value}\n" for name, value in ISOLATION_HEADERS.items())
+    atomic_write(site / HEADERS_FILE, f"/*\n{headers}".encode())
     print(f"wrote {site}: index.html, mobilenet.js, {model} ({len(data) / 1e6:.1f} MB) and its labels, "
-          f"onnxruntime-web {'copied from ' + str(args.ort_web) if args.ort_web else 'from ' + ORT_WEB_URL}")
-    print(f"Serve it with any static file server, e.g.: python -m http.server -d {site}  (then open "
-          "http://localhost:8000)")
+          f"onnxruntime-web {'copied from ' + str(args.ort_web) if args.ort_web else 'from ' + ORT_WEB_URL}, "
+          f"{HEADERS_FILE}")
+    print(f"Try it here: onnx-mobilenets web --serve {site}  (cross-origin isolated: WebAssembly threads). Any "
+          "static host serves it; on one without those headers it runs on one thread.")
+    return 0
+
+
+def serve(site: Path, port: int, host: str = "127.0.0.1") -> int:
+    """Serve the site folder `site` on http://host:port/ with `ISOLATION_HEADERS`, until Ctrl-C."""
+    missing = [name for name in (*PAGE_FILES, "site.json") if not (site / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{site} is not a site `onnx-mobilenets web` wrote (it lacks {', '.join(missing)})")
+    handler = functools.partial(IsolatedHandler, directory=str(site))
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        raise ValueError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    with server:
+        print(f"serving {site} at http://{host}:{server.server_address[1]}/ (cross-origin isolated); Ctrl-C stops",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
     return 0
 
 

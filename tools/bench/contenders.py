@@ -126,6 +126,10 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
     if not ours.is_file():
         print(f"  converting {name} (random weights)...", flush=True)
         convert_variant(name, artifacts, random_weights=True)
+    half = artifacts / f"{name}-fp16.onnx"
+    if not half.is_file():
+        print(f"  converting {name} to float16 (random weights)...", flush=True)
+        convert_variant(name, artifacts, random_weights=True, float16=True)
     theirs = work / f"keras_applications_{name}.onnx"
     if not theirs.is_file():
         print("  exporting keras.applications (same weights) with tf2onnx defaults...", flush=True)
@@ -134,6 +138,7 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
 
     forward = tf.function(lambda x: model(x, training=False))
     raw, raw_theirs = new_session(ours, threads=threads), new_session(theirs, threads=threads)
+    raw_half = new_session(half, threads=threads)
     wrapper = OnnxMobileNet(ours, providers="cpu", threads=threads)
     in_ours, in_theirs = raw.get_inputs()[0].name, raw_theirs.get_inputs()[0].name
     x1, x32 = parity_inputs(variant.resolution, count=1, seed=3), parity_inputs(variant.resolution, count=32, seed=3)
@@ -144,6 +149,7 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
         "wrapper_run_b1": lambda: wrapper.run(x1),
         "wrapper_predict_jpeg": lambda: wrapper.predict(jpeg),
         "keras_apps_tf2onnx_b1": lambda: raw_theirs.run(None, {in_theirs: x1}),
+        "ort_float16_b1": lambda: raw_half.run(None, {in_ours: x1}),
         "keras_predict_b1": lambda: model.predict(x1, verbose=0),
         "tf_function_b1": lambda: forward(t1).numpy(),
     }
@@ -151,6 +157,7 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
         "ort_raw_b32": lambda: raw.run(None, {in_ours: x32}),
         "wrapper_run_b32": lambda: wrapper.run(x32),
         "keras_apps_tf2onnx_b32": lambda: raw_theirs.run(None, {in_theirs: x32}),
+        "ort_float16_b32": lambda: raw_half.run(None, {in_ours: x32}),
         "keras_predict_b32": lambda: model.predict(x32, verbose=0),
         "tf_function_b32": lambda: forward(t32).numpy(),
     }
@@ -173,6 +180,10 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
         "speedup_vs_keras_predict_b1": paired_ratio(samples, "keras_predict_b1", "ort_raw_b1"),
         "speedup_vs_tf_function_b1": paired_ratio(samples, "tf_function_b1", "ort_raw_b1"),
         "fraction_of_matmul_peak_b32": results["ort_raw_b32"]["fraction_of_matmul_peak"],
+        # the float16 artifact on this CPU: time of float32 over float16 (above 1: float16 is faster)
+        "float16_speedup_b1": paired_ratio(samples, "ort_raw_b1", "ort_float16_b1"),
+        "float16_speedup_b32": paired_ratio(samples, "ort_raw_b32", "ort_float16_b32"),
+        "float16_size_over_float": half.stat().st_size / ours.stat().st_size,
     }
     process = startup_and_memory(name, work, jpeg)
     return {"variant": name, "resolution": variant.resolution, "macs_millions": variant.macs_millions,

@@ -24,9 +24,9 @@ def markdown(report: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; Python {m['python']}, "
              f"onnxruntime {m['onnxruntime']}, TensorFlow {m['tensorflow']}. "
              f"Measured float32 matmul rate: {report['matmul_gflops']:.1f} GFLOP/s.", ""]
-    names = ["ort_raw_b1", "wrapper_run_b1", "wrapper_predict_jpeg", "keras_apps_tf2onnx_b1", "tf_function_b1",
-             "keras_predict_b1", "ort_raw_b32", "wrapper_run_b32", "keras_apps_tf2onnx_b32", "tf_function_b32",
-             "keras_predict_b32"]
+    names = ["ort_raw_b1", "wrapper_run_b1", "wrapper_predict_jpeg", "keras_apps_tf2onnx_b1", "ort_float16_b1",
+             "tf_function_b1", "keras_predict_b1", "ort_raw_b32", "wrapper_run_b32", "keras_apps_tf2onnx_b32",
+             "ort_float16_b32", "tf_function_b32", "keras_predict_b32"]
     lines.append("Median latency in ms (p10-p90); batch 32 also as images/s and fraction of the matmul rate. "
                  "Ratios are medians over rounds of within-round ratios (contenders compared with each other "
                  "run seconds apart, in random order).")
@@ -50,7 +50,7 @@ def markdown(report: dict) -> str:
         cells = []
         for v in report["variants"]:
             value = v["ratios"][key]
-            text = f"{value:.0%}" if key.startswith("fraction") else f"{value:.2f}"
+            text = f"{value:.0%}" if key.startswith("fraction") or key.endswith("size_over_float") else f"{value:.2f}"
             if rule:
                 text += "" if _meets(value, rule) else " MISSED"
             cells.append(text)
