@@ -54,7 +54,9 @@ def _output_in_float32(proto) -> None:
     graph = proto.graph
     for output in graph.output:
         producer = next((n for n in graph.node if output.name in n.output), None)
-        if producer is None or producer.op_type != "Cast" or producer.attribute[0].i != TensorProto.FLOAT16:
+        if producer is None or producer.op_type != "Cast":
+            continue
+        if next(a.i for a in producer.attribute if a.name == "to") != TensorProto.FLOAT16:
             continue
         upstream = next(n for n in graph.node if producer.input[0] in n.output)
         if upstream.op_type not in FLOAT32_OPS:

@@ -18,10 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from onnx_mobilenets.artifact import ORT_SUFFIX, ort_format_difference
+from onnx_mobilenets.artifact import ort_format_difference, ort_format_files
 from onnx_mobilenets.errors import ConversionError
-
-OPERATORS_SUFFIX = ".required_operators.config"  # the list of operators the minimal build needs
 
 
 def write_ort_format(onnx_path) -> tuple:
@@ -29,12 +27,12 @@ def write_ort_format(onnx_path) -> tuple:
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"no artifact at {onnx_path}")
-    folder, stem = onnx_path.parent, onnx_path.stem
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".ort-format-") as tmp:
+    targets = ort_format_files(onnx_path)
+    with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=".ort-format-") as tmp:
         result = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(onnx_path),
                                  "--output_dir", tmp, "--optimization_style", "Fixed"],
                                 capture_output=True, text=True)
-        made, operators = Path(tmp) / f"{stem}{ORT_SUFFIX}", Path(tmp) / f"{stem}{OPERATORS_SUFFIX}"
+        made, operators = ort_format_files(Path(tmp) / onnx_path.name)  # what the converter wrote there
         if result.returncode != 0 or not made.is_file() or not operators.is_file():
             raise ConversionError("ort", f"onnxruntime's converter failed on {onnx_path.name}: "
                                          + (result.stderr or result.stdout).strip()[-1500:])
@@ -44,7 +42,6 @@ def write_ort_format(onnx_path) -> tuple:
                                          "golden inputs; it must compute exactly the same")
         # The list names the file it was made from: the final one, not the temporary folder's.
         operators.write_text(operators.read_text().replace(str(made), made.name))
-        targets = folder / made.name, folder / operators.name
         os.replace(operators, targets[1])
         os.replace(made, targets[0])
     return targets

@@ -67,6 +67,7 @@ OUTPUTS = ("probabilities", "logits")
 PRECISIONS = catalogue.PRECISIONS
 SUFFIX = ".onnx"
 ORT_SUFFIX = ".ort"  # the same artifact in onnxruntime's ORT format (`convert --ort`), beside the .onnx file
+OPERATORS_SUFFIX = ".required_operators.config"  # beside it: the operators onnxruntime's minimal build needs
 IMAGE_INPUT_SUFFIX = "-image"  # of image-in artifacts' names, ``NAME-image.onnx``
 FLOAT16_SUFFIX = "-fp16"
 MANIFEST = "manifest.json"
@@ -553,6 +554,18 @@ def runtime_form(data: bytes, int8_weights: Optional[bool] = None) -> bytes:
     if not names or not int8_weights:
         return data
     return with_int8_weights(data, names)
+
+
+def ort_format_files(onnx_path) -> tuple:
+    """(NAME.ort, NAME.required_operators.config): where an artifact's ORT format files go, beside
+    NAME.onnx (named as onnxruntime's converter names them)."""
+    onnx_path = Path(onnx_path)
+    return (onnx_path.with_name(onnx_path.stem + ORT_SUFFIX), onnx_path.with_name(onnx_path.stem + OPERATORS_SUFFIX))
+
+
+def ort_format_source(ort_path) -> Path:
+    """The .onnx file an ORT format file was made from: NAME.onnx beside NAME.ort."""
+    return Path(ort_path).with_suffix(SUFFIX)
 
 
 def ort_format_difference(ort_data: bytes, onnx_data: bytes) -> float:

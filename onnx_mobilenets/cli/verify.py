@@ -26,12 +26,12 @@ import numpy as np
 
 from onnx_mobilenets import catalogue, download
 from onnx_mobilenets.artifact import (
-    SUFFIX,
     ArtifactRecord,
     ArtifactSpec,
     Judgement,
     judge,
     ort_format_difference,
+    ort_format_source,
     read_record,
 )
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
@@ -114,7 +114,7 @@ def _ort_format_row(path: Path, data: bytes, record: ArtifactRecord, output: str
     identical outputs required (`onnx_mobilenets.artifact.ort_format_difference`)."""
     import onnxruntime as ort
 
-    source = path.with_suffix(SUFFIX)
+    source = ort_format_source(path)
     runtime = "onnxruntime-CPU (ORT format)"
     if not source.is_file():
         return VerifyRow.not_run(record.name, runtime, ort.__version__, source.name, output, "skipped",
@@ -242,7 +242,7 @@ def _mobile(targets: list, as_json: bool) -> int:
             raise FileNotFoundError(f"artifact {path} does not exist")
         if is_ort_format(path.read_bytes()):
             raise ValueError(f"verify --mobile checks .onnx files (onnxruntime's checker reads ONNX): pass "
-                             f"{path.with_suffix(SUFFIX).name}, the .ort file's source")
+                             f"{ort_format_source(path).name}, the .ort file's source")
         if read_record(path).spec.batch is None:
             dynamic.add(path.stem)
         rows.extend(mobile_usability(path))

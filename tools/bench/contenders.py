@@ -21,7 +21,7 @@ import tf2onnx
 from PIL import Image
 
 from onnx_mobilenets import catalogue
-from onnx_mobilenets.artifact import runtime_form
+from onnx_mobilenets.artifact import ArtifactSpec, runtime_form
 from onnx_mobilenets.conversion import build_variant, convert_variant, randomize_weights
 from onnx_mobilenets.conversion.quantized import interpreter, read_tflite
 from onnx_mobilenets.model_bytes import cpu_has_vnni
@@ -122,11 +122,11 @@ def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: fl
     model = build_variant(name, weights=None)
     randomize_weights(model, 0)  # the weights of `convert --random-weights`
     artifacts = work / "artifacts"
-    ours = artifacts / f"{name}.onnx"
+    ours = ArtifactSpec.of_variant(name).path_in(artifacts)
     if not ours.is_file():
         print(f"  converting {name} (random weights)...", flush=True)
         convert_variant(name, artifacts, random_weights=True)
-    half = artifacts / f"{name}-fp16.onnx"
+    half = ArtifactSpec.of_variant(name, float16=True).path_in(artifacts)
     if not half.is_file():
         print(f"  converting {name} to float16 (random weights)...", flush=True)
         convert_variant(name, artifacts, random_weights=True, float16=True)
