@@ -272,3 +272,71 @@ def test_web_serve_refuses_what_is_not_a_site(tmp_path, capsys):
     assert "give no NAME or --output" in capsys.readouterr().err
     assert cli(["web", "v2"]) == 2
     assert "web needs NAME and --output DIR" in capsys.readouterr().err
+
+
+
+def _stand_in_gpu(software: bool = False, device_fails: bool = False) -> str:
+    """JavaScript giving the page a WebGPU adapter of our own (this Chromium has none: --disable-gpu):
+    a hardware one by default, a software one (what SwiftShader reports), or one whose device fails
+    (a broken driver). Its device is a stand-in too: only the page's own checks may use it."""
+    device = ('async () => { throw new Error("the stand-in GPU has no device"); }' if device_fails
+              else "async () => ({ destroy() {} })")
+    return f"""Object.defineProperty(Navigator.prototype, "gpu", {{ configurable: true, get() {{ return {{
+      requestAdapter: async () => ({{
+        info: {{ vendor: "stand-in", description: "GPU", isFallbackAdapter: {str(software).lower()} }},
+        features: new Set(), limits: {{}}, requestDevice: {device},
+      }}),
+    }}; }} }});"""
+
+
+def _backend_of(page) -> dict:
+    return page.evaluate("""({backend: window.model.backend, reason: window.model.fallbackReason,
+        about: document.getElementById("about").textContent, title: document.getElementById("about").title,
+        builds: [...document.scripts].map((s) => s.src.split("/").pop()).filter((n) => n.startsWith("ort."))})""")
+
+
+def test_the_page_runs_on_webassembly_where_webgpu_would_not_help(browser, v2_site, fixtures):
+    """WebGPU first only where there is a hardware adapter that makes a device; else the WebAssembly
+    build, and the page says why not WebGPU (a tooltip on its engine line)."""
+    cases = {"": "no WebGPU adapter", _stand_in_gpu(software=True): "the only WebGPU adapter is a software one",
+             _stand_in_gpu(device_fails=True): "cannot make a device: the stand-in GPU has no device"}
+    for init_script, reason in cases.items():
+        with open_page(browser, v2_site, init_script=init_script) as page:
+            got = _backend_of(page)
+            assert got["backend"] == "wasm" and got["builds"] == ["ort.wasm.min.js"], got
+            assert reason in got["reason"] and got["title"] == f"not WebGPU: {got['reason']}", got
+            assert "WebAssembly" in got["about"], got
+    with open_page(browser, v2_site, init_script=_stand_in_gpu(device_fails=True)) as page:
+        assert _classify_file(page, fixtures / "images" / "elephant.jpg") in ("African elephant", "tusker")
+
+
+def test_a_webgpu_failure_falls_back_to_webassembly_unless_webgpu_was_asked_for(browser, v2_site):
+    """`load` with a usable adapter tries WebGPU; when onnxruntime-web fails there (a stand-in that
+    refuses WebGPU sessions), the model runs on WebAssembly and says why. Asked for by name, WebGPU's
+    failure is an error, not a quiet fallback; an unknown backend is refused."""
+    with open_page(browser, v2_site + "?backend=wasm", init_script=_stand_in_gpu()) as page:
+        got = _backend_of(page)
+        assert got["backend"] == "wasm" and got["builds"] == ["ort.wasm.min.js"] and got["reason"] == "", got
+        results = page.evaluate("""async () => {
+            const { load } = await import("./mobilenet.js");
+            const refusing = { ...ort, InferenceSession: { create: (bytes, options) =>
+                options.executionProviders[0] === "webgpu" ? Promise.reject(new Error("stand-in: no WebGPU kernels"))
+                : ort.InferenceSession.create(bytes, options) } };
+            const url = "models/mobilenet_v2_1.0_224-image.onnx";
+            const model = await load(url, { ort: refusing });
+            const image = new ImageData(new Uint8ClampedArray(64 * 48 * 4).fill(200), 64, 48);
+            const sum = (await model.probabilities(image)).reduce((a, b) => a + b, 0);
+            const asked = await load(url, { ort: refusing, backend: "webgpu" }).then(() => "loaded", (e) => e.message);
+            const unknown = await load(url, { backend: "cuda" }).then(() => "loaded", (e) => e.message);
+            return { backend: model.backend, reason: model.fallbackReason, sum, asked, unknown };
+        }""")
+    assert results["backend"] == "wasm" and results["reason"] == "WebGPU failed: stand-in: no WebGPU kernels", results
+    assert abs(results["sum"] - 1) < 1e-4, results
+    assert results["asked"] == "WebGPU failed: stand-in: no WebGPU kernels", results
+    assert results["unknown"] == "backend must be one of auto, webgpu, wasm, got cuda", results
+    # The page: ?backend=webgpu where there is no adapter at all (onnxruntime-web's own WebGPU start
+    # fails) is the page's error; so is an unknown backend.
+    with open_page(browser, v2_site + "?backend=webgpu", expect="error") as page:
+        assert "WebGPU failed:" in page.text_content("#message")
+    with open_page(browser, v2_site + "?backend=cuda", expect="error") as page:
+        assert "backend must be one of auto, webgpu, wasm, got cuda" in page.text_content("#message")

@@ -39,11 +39,14 @@ def serving(folder, isolated: bool = False):
 
 
 @contextlib.contextmanager
-def open_page(browser, url: str, expect: str = "ready"):
+def open_page(browser, url: str, expect: str = "ready", init_script: str = ""):
     """A page of the site at `url`, once it has loaded its model ("ready") or failed to ("error");
-    an AssertionError with the page's message when that is not `expect`."""
+    an AssertionError with the page's message when that is not `expect`. `init_script`: JavaScript
+    run before the page's own (to stand in for a browser feature)."""
     page = browser.new_page()
     try:
+        if init_script:
+            page.add_init_script(init_script)
         page.goto(url)
         page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
         assert page.evaluate("document.body.dataset.state") == expect, page.text_content("#message")

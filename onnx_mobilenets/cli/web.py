@@ -28,8 +28,10 @@ from onnx_mobilenets.runtime.artifacts import resolve_model
 
 ORT_WEB_VERSION = "1.30.0"  # the version tests/web/package-lock.json pins and the tests ran
 ORT_WEB_URL = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
-# onnxruntime-web's WebAssembly build: the script, and what it loads (SIMD, threads when allowed).
+# onnxruntime-web's WebAssembly build: the script, and what it loads (SIMD, threads when allowed); and
+# its WebGPU build, which the page loads instead where the browser has a hardware GPU adapter.
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+ORT_WEBGPU_FILES = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
 PAGE_FILES = ("index.html", "mobilenet.js")
 # What makes a page cross-origin isolated, so that WebAssembly may use threads (SharedArrayBuffer).
 ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
@@ -76,9 +78,10 @@ def run(args) -> int:
     atomic_write(site / model, data)
     labels = {"variant": record.spec.variant, "preprocessing": record.preprocessing.name, "labels": record.labels}
     atomic_write(site / f"models/{artifact.stem}.labels.json", json.dumps(labels).encode())
-    ort, ort_files = _ort_web(args.ort_web, site)
-    atomic_write(site / "site.json", json.dumps({"model": model, "ort": ort, "ortFiles": ort_files,
-                                                 "threads": "auto"}, indent=1).encode())
+    ort_files = _ort_web(args.ort_web, site)
+    atomic_write(site / "site.json", json.dumps({
+        "model": model, "ort": ort_files + ORT_FILES[0], "ortWebgpu": ort_files + ORT_WEBGPU_FILES[0],
+        "ortFiles": ort_files, "threads": "auto", "backend": "auto"}, indent=1).encode())
     headers = "".join(f"  {name}: {value}\n" for name, value in ISOLATION_HEADERS.items())
     atomic_write(site / HEADERS_FILE, f"/*\n{headers}".encode())
     print(f"wrote {site}: index.html, mobilenet.js, {model} ({len(data) / 1e6:.1f} MB) and its labels, "
@@ -110,17 +113,17 @@ def serve(site: Path, port: int, host: str = "127.0.0.1") -> int:
 
 
 def _check_ort_web(folder: Path) -> None:
-    missing = [name for name in ORT_FILES if not (folder / name).is_file()]
+    missing = [name for name in (*ORT_FILES, *ORT_WEBGPU_FILES) if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"--ort-web {folder} lacks {', '.join(missing)}: give onnxruntime-web's dist folder "
                                 "(node_modules/onnxruntime-web/dist after `npm install onnxruntime-web`)")
 
 
-def _ort_web(local, site: Path) -> tuple:
-    """(the script's URL, the folder it loads the rest from), relative to the site when copied."""
+def _ort_web(local, site: Path) -> str:
+    """The folder onnxruntime-web's files are loaded from: relative to the site when copied into it."""
     if not local:
-        return ORT_WEB_URL + ORT_FILES[0], ORT_WEB_URL
+        return ORT_WEB_URL
     folder = Path(local)
-    for name in ORT_FILES:
+    for name in (*ORT_FILES, *ORT_WEBGPU_FILES):
         atomic_write(site / "ort" / name, (folder / name).read_bytes())
-    return "ort/" + ORT_FILES[0], "ort/"
+    return "ort/"

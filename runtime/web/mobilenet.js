@@ -7,16 +7,26 @@
 //   // [{ classIndex: 386, synset: "n02504458", label: "African elephant", probability: 0.61 }, ...]
 //
 // onnxruntime-web must be loaded first (a <script> defining `ort`), or passed: load(url, { ort }).
+// `backend`: "auto" (the default) runs on WebGPU when the browser has a hardware GPU adapter and the
+// loaded build of onnxruntime-web has WebGPU (ort.webgpu.min.js), and on WebAssembly otherwise or when
+// WebGPU fails; `model.backend` says which it got and `model.fallbackReason` why not WebGPU.
+// "webgpu" or "wasm" ask for one (an error if WebGPU fails).
 // The labels come from the file `onnx-mobilenets web` writes beside the model (NAME.labels.json: the
 // artifact's own metadata), or from `labelsUrl`.
 
 // Pillow's limit on decoded pixels (PIL.Image.MAX_IMAGE_PIXELS), which the Python runtime keeps too.
 export const MAX_PIXELS = 89478485;
 
+export const BACKENDS = ["auto", "webgpu", "wasm"];
+
 export async function load(modelUrl, options = {}) {
   const ort = options.ort || globalThis.ort;
   if (!ort) {
-    throw new Error("onnxruntime-web is not loaded: include ort.wasm.min.js (or ort.min.js) before load()");
+    throw new Error("onnxruntime-web is not loaded: include ort.wasm.min.js (or ort.webgpu.min.js) before load()");
+  }
+  const asked = options.backend || "auto";
+  if (!BACKENDS.includes(asked)) {
+    throw new Error(`backend must be one of ${BACKENDS.join(", ")}, got ${asked}`);
   }
   const labelsUrl = options.labelsUrl || modelUrl.replace(/\.onnx$/, ".labels.json");
   // Both downloads run at once; a failure is reported model first, so the message does not depend
@@ -30,14 +40,70 @@ export async function load(modelUrl, options = {}) {
   if (!Array.isArray(record.labels) || record.labels.length !== 1000) {
     throw new Error(`${labelsUrl} does not hold the 1000 ImageNet labels`);
   }
-  const session = await ort.InferenceSession.create(bytes, {
-    executionProviders: ["wasm"],
+  const create = (provider) => ort.InferenceSession.create(bytes, {
+    executionProviders: [provider],
     graphOptimizationLevel: "all",
   });
+  let backend = asked === "wasm" ? "wasm" : "webgpu";
+  let fallbackReason = asked === "auto" ? await webgpuProblem() : "";
+  if (fallbackReason) {
+    backend = "wasm";
+  }
+  let session;
+  if (backend === "webgpu") {
+    try {
+      session = await create("webgpu");
+    } catch (error) {
+      if (asked === "webgpu") {
+        throw new Error(`WebGPU failed: ${error.message}`);
+      }
+      backend = "wasm";
+      fallbackReason = `WebGPU failed: ${error.message}`;
+    }
+  }
+  session = session || await create("wasm");
   if (session.inputNames.length !== 1 || session.outputNames.length !== 1) {
     throw new Error(`${modelUrl} is not an image-in MobileNet artifact (one input, one output)`);
   }
-  return new MobileNet(ort, session, record);
+  return Object.assign(new MobileNet(ort, session, record), { backend, fallbackReason });
+}
+
+// Why this browser should not run the model on WebGPU ("" when it should): no WebGPU, no adapter, only
+// a software adapter (SwiftShader, which emulates a GPU on the CPU and is many times slower than
+// WebAssembly), or an adapter that cannot make a device (a broken driver; onnxruntime-web's own
+// WebGPU start-up is not trusted to fail cleanly there). Asked once per page.
+export function webgpuProblem() {
+  webgpuChecked = webgpuChecked || checkWebgpu();
+  return webgpuChecked;
+}
+
+let webgpuChecked;
+
+async function checkWebgpu() {
+  if (typeof navigator === "undefined" || !navigator.gpu) {
+    return "this browser has no WebGPU";
+  }
+  let adapter;
+  try {
+    adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (error) {
+    return `no WebGPU adapter (${error.message})`;
+  }
+  if (!adapter) {
+    return "no WebGPU adapter";
+  }
+  const info = adapter.info || {};
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(" ");
+  // (isFallbackAdapter moved from the adapter to its info in 2025; browsers have either)
+  if (adapter.isFallbackAdapter || info.isFallbackAdapter || /swiftshader/i.test(name)) {
+    return `the only WebGPU adapter is a software one (${name || "a fallback adapter"})`;
+  }
+  try {
+    (await adapter.requestDevice()).destroy();
+  } catch (error) {
+    return `the WebGPU adapter (${name || "unnamed"}) cannot make a device: ${error.message}`;
+  }
+  return "";
 }
 
 export class MobileNet {
