@@ -3,6 +3,7 @@ the machine's float32 matmul rate and description."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -37,16 +38,19 @@ SETTLE_SECONDS = 0.2  # TensorFlow's and onnxruntime's idle worker threads keep 
 def measure_alternating(groups, rounds: int, round_seconds: float) -> dict:
     """{name: [[per-call seconds of round 0], [round 1], ...]} for contenders given as groups of dicts.
 
-    Every round runs every group, and within a group every contender, in a new (seeded) random
-    order, pausing between contenders so the previous one's spinning thread pools are idle. The
-    contenders that are compared with each other sit in one group, so each round measures them
+    A contender is a function, timed here call by call, or an object that times its own calls
+    (`times(seconds) -> per-call seconds`, at least three calls: a page in a browser, timed inside
+    the page). Every round runs every group, and within a group every contender, in a new (seeded)
+    random order, pausing between contenders so the previous one's spinning thread pools are idle.
+    The contenders that are compared with each other sit in one group, so each round measures them
     seconds apart: their per-round ratio cancels the slow drift of a shared, noisy machine.
     """
     order = random.Random(0)
     contenders = {name: fn for group in groups for name, fn in group.items()}
-    for fn in contenders.values():
-        for _ in range(3):
-            fn()
+    timers = {name: fn.times if hasattr(fn, "times") else functools.partial(_time_calls, fn)
+              for name, fn in contenders.items()}
+    for timer in timers.values():
+        timer(0)  # warm-up: at least three calls
     samples = {name: [] for name in contenders}
     groups = [list(group) for group in groups]
     for _ in range(rounds):
@@ -55,13 +59,18 @@ def measure_alternating(groups, rounds: int, round_seconds: float) -> dict:
             order.shuffle(names)
             for name in names:
                 time.sleep(SETTLE_SECONDS)
-                samples[name].append(_time_calls(contenders[name], round_seconds))
+                samples[name].append(timers[name](round_seconds))
     return samples
+
+
+def round_ratios(samples: dict, numerator: str, denominator: str) -> list:
+    """Per round, the ratio of the two contenders' medians within the round."""
+    return [float(np.median(a) / np.median(b)) for a, b in zip(samples[numerator], samples[denominator])]
 
 
 def paired_ratio(samples: dict, numerator: str, denominator: str) -> float:
     """Median over rounds of the ratio of the two contenders' medians within the round."""
-    return float(np.median([np.median(a) / np.median(b) for a, b in zip(samples[numerator], samples[denominator])]))
+    return float(np.median(round_ratios(samples, numerator, denominator)))
 
 
 def summarize(rounds) -> dict:
