@@ -125,16 +125,22 @@ def test_an_interrupt_that_surfaces_as_another_error_inside_tf2onnx_stays_an_int
     from conversion.artifact import running_tf2onnx
 
     assert threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
-    with pytest.raises(KeyboardInterrupt):
-        with running_tf2onnx("the model"):
-            try:
-                signal.raise_signal(signal.SIGINT)
-            except KeyboardInterrupt:
-                raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
-    with pytest.raises(ConversionError, match="tf2onnx could not convert the model: bad argument"):
-        with running_tf2onnx("the model"):
-            raise SystemError("bad argument to internal function")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    # Ctrl-C as in a terminal, also where the suite itself was started with SIGINT ignored (in the
+    # background of a non-interactive shell)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with running_tf2onnx("the model"):
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                except KeyboardInterrupt:
+                    raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+        with pytest.raises(ConversionError, match="tf2onnx could not convert the model: bad argument"):
+            with running_tf2onnx("the model"):
+                raise SystemError("bad argument to internal function")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_during_a_conversion_stops_cleanly_and_leaves_no_partial_file(fixtures, tmp_path):

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench.measure import photo_like_jpegs
-from conftest import ctrl_c_works, require_module
+from conftest import require_module
 from PIL import Image
+from serve_load import Server
 
 from onnx_mobilenets import OnnxMobileNet
 from onnx_mobilenets.errors import InvalidImageError
@@ -78,51 +79,6 @@ def alive(pids) -> list:
             if state != "Z":
                 living.append(pid)
     return living
-
-
-class Server:
-    """`onnx-mobilenets serve ARGS` on a free port, up once it says so. A free port can be taken by
-    another process between the probe and the server's bind (the suite runs in parallel), so a start
-    that fails is tried once more on a fresh port before the test fails with both reasons."""
-
-    def __init__(self, *args: str, env: dict = None):
-        if env is None:  # a Ray of its own, not one this environment names
-            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        failures = []
-        for _ in range(2):
-            failure = self._start(args, env)
-            if failure is None:
-                return
-            failures.append(failure)
-        pytest.fail("serve did not start:\n" + "\n---\n".join(failures))
-
-    def _start(self, args, env):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        # stderr to a file: Ray processes it leaves behind after a kill would hold a pipe open.
-        errors = tempfile.TemporaryFile("w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "onnx_mobilenets.cli", "serve", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=errors, text=True, env=env, preexec_fn=ctrl_c_works)
-        self.lines = []
-        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
-        deadline = time.time() + 240
-        while not any(line.startswith("serving ") for line in self.lines):
-            if self.process.poll() is not None or time.time() > deadline:
-                self.process.kill()
-                errors.seek(0)
-                return f"exit status {self.process.wait()}: {''.join(self.lines)} {errors.read()[-3000:]}"
-            time.sleep(0.2)
-        return None
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,28 +48,63 @@ def stream_rate(model: str, bodies: list, count: int) -> float:
 
 
 class Server:
-    """`onnx-mobilenets serve` on a free port of 127.0.0.1 until `stop`."""
+    """`onnx-mobilenets serve ARGS` on a free port of 127.0.0.1, up once it says so, until `stop`
+    (the tests use it too). A free port can be taken by another process between the probe and the
+    server's bind, so a start that fails is tried once more on a fresh port; then RuntimeError says
+    why both failed, with the server's output."""
 
-    def __init__(self, model: str, *options: str):
+    def __init__(self, *args: str, env: dict = None):
+        if env is None:  # a Ray of its own, not one this environment names
+            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        failures = []
+        for _ in range(2):
+            failure = self._start(args, env)
+            if failure is None:
+                return
+            failures.append(failure)
+        raise RuntimeError(f"serve {' '.join(args)} did not start:\n" + "\n---\n".join(failures))
+
+    def _start(self, args, env):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self.base = f"http://127.0.0.1:{self.port}"
+        # stderr to a file: Ray processes left behind after a kill would hold a pipe open, and a
+        # pipe nobody reads fills up with Ray's warnings and blocks the server.
+        errors = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "onnx_mobilenets.cli", "serve", "--model", model, "--port", str(self.port),
-             *options], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        for line in self.process.stdout:  # its first line says it is up
-            if line.startswith("serving "):
-                return
-        raise SystemExit(f"serve {' '.join(options)} did not start (exit status {self.process.wait()})")
+            [sys.executable, "-m", "onnx_mobilenets.cli", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=errors, text=True, env=env, preexec_fn=_default_sigint)
+        self.lines = []
+        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
+        deadline = time.time() + 240
+        while not any(line.startswith("serving ") for line in self.lines):
+            if self.process.poll() is not None or time.time() > deadline:
+                self.process.kill()
+                errors.seek(0)
+                return f"exit status {self.process.wait()}: {''.join(self.lines)} {errors.read()[-3000:]}"
+            time.sleep(0.2)
+        return None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/classify"
+        return f"{self.base}/v1/classify"
 
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=120)
+    def stop(self, timeout: float = 120) -> int:
+        """SIGTERM, as a service manager stops it; its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def _default_sigint() -> None:
+    """A child's SIGINT as in a terminal: a shell that runs this in the background starts it with
+    SIGINT ignored, and Python would keep ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 ROLES = (("replica", "ServeReplica"), ("HTTP proxy", "ProxyActor"), ("Ray's own", "ray"))
@@ -130,7 +166,7 @@ async def _load(url: str, bodies: list, concurrency: int, count: int, max_second
 def measure(model: str, bodies: list, settings: dict, levels: list, requests: int, max_seconds: float) -> list:
     rows = []
     for name, options in settings.items():
-        server = Server(model, *options)
+        server = Server("--model", model, *options)
         try:
             asyncio.run(_load(server.url, bodies, 8, 32, max_seconds))  # warm-up
             for concurrency in levels:
