@@ -134,8 +134,11 @@ def connect(address: Optional[str], need_data: bool = True) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
+    # A cluster started for this run alone gets no dashboard: on a small machine it takes a core for
+    # seconds at start and keeps polling while the job runs (`ray start --head` makes one with it).
+    started_here = {"include_dashboard": False} if address in (None, "local") else {}
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False, **started_here)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise OnnxMobileNetsError(f"cannot connect to a Ray cluster at {address}: {e}") from None
 
