@@ -22,6 +22,7 @@ from browser_page import CHROMIUM_FLAGS, open_page, serving
 from PIL import Image
 
 from onnx_mobilenets import OnnxMobileNet
+from onnx_mobilenets.artifact import ArtifactSpec
 from onnx_mobilenets.catalogue import get_variant
 from onnx_mobilenets.cli import main as cli
 from onnx_mobilenets.model_bytes import cpu_has_vnni
@@ -43,6 +44,11 @@ ROUND_SECONDS = 0.3  # each contender's turn in a round: 5 or more runs of the s
 PROFILE_SECONDS = 2.0
 
 
+def artifact(name: str, folder: str = "onnx", **options) -> str:
+    """The work-folder path of the artifact of `name` with `options` (`ArtifactSpec` names it)."""
+    return ArtifactSpec.of_variant(name, **options).path_in(folder).as_posix()
+
+
 @dataclass
 class Contender:
     """One engine on one model: `engine` is "native" or a peer.html engine (ort, tfjs, tflite)."""
@@ -62,27 +68,27 @@ def contenders() -> list:
     for threads in (1, 2):
         t = f"{threads} thread{'s' if threads > 1 else ''}"
         rows += [
-            Contender(f"onnxruntime-web float, {t}", "ort", f"onnx/{FLOAT}.onnx", "float", threads,
+            Contender(f"onnxruntime-web float, {t}", "ort", artifact(FLOAT), "float", threads,
                       compare_with=f"TF.js wasm float, {t}"),
             Contender(f"TF.js wasm float, {t}", "tfjs", "tfjs/model.json", "float", threads),
-            Contender(f"onnxruntime-web uint8, {t}", "ort", f"onnx/{QUANT}.onnx", "uint8", threads,
+            Contender(f"onnxruntime-web uint8, {t}", "ort", artifact(QUANT), "uint8", threads,
                       compare_with=f"tfjs-tflite uint8, {t}"),
             Contender(f"tfjs-tflite uint8, {t}", "tflite", "tflite/model.tflite", "uint8", threads),
-            Contender(f"native onnxruntime float, {t}", "native", f"onnx/{FLOAT}.onnx", "float", threads),
-            Contender(f"native onnxruntime uint8, {t}", "native", f"onnx/{QUANT}.onnx", "uint8", threads),
+            Contender(f"native onnxruntime float, {t}", "native", artifact(FLOAT), "float", threads),
+            Contender(f"native onnxruntime uint8, {t}", "native", artifact(QUANT), "uint8", threads),
         ]
     # What the artifact and the session control, on one thread, each against the default float row.
     base = "onnxruntime-web float, 1 thread"
     rows += [
-        Contender("ort-web float, fixed batch artifact (-b1)", "ort", f"onnx/{FLOAT}-b1.onnx", "float", 1,
+        Contender("ort-web float, fixed batch artifact (-b1)", "ort", artifact(FLOAT, batch=1), "float", 1,
                   compare_with=base),
-        Contender("ort-web float, freeDimensionOverrides batch=1", "ort", f"onnx/{FLOAT}.onnx", "float", 1,
+        Contender("ort-web float, freeDimensionOverrides batch=1", "ort", artifact(FLOAT), "float", 1,
                   {"batch": 1}, compare_with=base),
-        Contender("ort-web float, NCHW input artifact", "ort", f"onnx-nchw/{FLOAT}.onnx", "float", 1,
+        Contender("ort-web float, NCHW input artifact", "ort", artifact(FLOAT, "onnx-nchw"), "float", 1,
                   compare_with=base, nchw=True),
-        Contender("ort-web float, NCHW and fixed batch (-b1)", "ort", f"onnx-nchw/{FLOAT}-b1.onnx", "float", 1,
+        Contender("ort-web float, NCHW and fixed batch (-b1)", "ort", artifact(FLOAT, "onnx-nchw", batch=1), "float", 1,
                   compare_with="TF.js wasm float, 1 thread", nchw=True),
-        *[Contender(f"ort-web float, graphOptimizationLevel {level}", "ort", f"onnx/{FLOAT}.onnx", "float", 1,
+        *[Contender(f"ort-web float, graphOptimizationLevel {level}", "ort", artifact(FLOAT), "float", 1,
                     {"level": level}, compare_with=base) for level in ("extended", "basic", "disabled")],
     ]
     return rows
@@ -161,8 +167,8 @@ def _tfjs_convert(saved_model: Path, output: Path, venv: Path) -> None:
 def inputs(work: Path, fixtures: Path) -> dict:
     """precision -> the network input of the elephant photograph, as our runtime makes it."""
     image = Image.open(fixtures / "images" / "elephant.jpg").convert("RGB")
-    return {"float": OnnxMobileNet(work / "onnx" / f"{FLOAT}.onnx", providers="cpu").preprocess(image),
-            "uint8": OnnxMobileNet(work / "onnx" / f"{QUANT}.onnx", providers="cpu").preprocess(image)}
+    return {"float": OnnxMobileNet(work / artifact(FLOAT), providers="cpu").preprocess(image),
+            "uint8": OnnxMobileNet(work / artifact(QUANT), providers="cpu").preprocess(image)}
 
 
 class Native:
@@ -232,7 +238,7 @@ def measure(work: Path, fixtures: Path, chromium: str, rounds: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     batches = inputs(work, fixtures)
-    batch_dim = _batch_dim(work / "onnx" / f"{FLOAT}.onnx")
+    batch_dim = _batch_dim(work / artifact(FLOAT))
     site = work / "site"
     site.mkdir(exist_ok=True)
     for name, folder in {**SITE_FOLDERS, "work": work}.items():
@@ -265,7 +271,7 @@ def measure(work: Path, fixtures: Path, chromium: str, rounds: int) -> dict:
             if isinstance(runner, InPage):
                 runner.times(WARMUP_SECONDS)
         samples = measure_alternating([runners], rounds, ROUND_SECONDS)
-        profile = {f"onnxruntime-web {p}": _profile(browser, base, work, batch_dim, f"onnx/{name}.onnx", batches[p])
+        profile = {f"onnxruntime-web {p}": _profile(browser, base, work, batch_dim, artifact(name), batches[p])
                    for p, name in (("float", FLOAT), ("uint8", QUANT))}
         profile["TF.js float"] = _tfjs_profile(browser, base, batches["float"])
     results = {}
