@@ -40,7 +40,7 @@ SITE_FOLDERS = {"ort": REPO / "tests/web/node_modules/onnxruntime-web/dist",
                 "tflite": PEER_FOLDER / "tflite/node_modules/@tensorflow"}
 ENGINE_PACKAGES = ("onnxruntime-web", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@tensorflow/tfjs-tflite")
 WARMUP_SECONDS = 1.0  # per page, first: the browser compiles WebAssembly in tiers, the first runs are slow
-ROUND_SECONDS = 0.3  # each contender's turn in a round: 5 or more runs of the slowest
+ROUND_SECONDS = 0.3  # each contender's turn in a round: at least three runs (the slowest takes ~90 ms)
 PROFILE_SECONDS = 2.0
 
 
