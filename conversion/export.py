@@ -9,6 +9,8 @@ classes are clearly apart. The rest is every artifact's (`artifact.export_artifa
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -154,25 +156,62 @@ def _convert(head, resolution: int, opset: int, output: str, nchw: bool, batch=N
     import tensorflow as tf
     import tf2onnx
 
-    shape = (batch, 3, resolution, resolution) if nchw else (batch, resolution, resolution, 3)
-    spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
+    with running_tf2onnx("the model"), _deprecation_notes_off():
+        concrete = traced(head, resolution, output, nchw, batch).get_concrete_function()
+        proto, _ = tf2onnx.convert.from_graph_def(
+            _frozen_graph_def(concrete), name=concrete.name, opset=opset,
+            input_names=[t.name for t in concrete.inputs if t.dtype != tf.resource],
+            output_names=[t.name for t in concrete.outputs])
+    return tidy(proto, output, batch)
 
-    @tf.function(input_signature=spec)
+
+def traced(head, resolution: int, output: str, nchw: bool, batch=None):
+    """The tf.function tf2onnx converts: the logits model on `images` in the artifact's layout and
+    batch, and the softmax where the output is probabilities."""
+    import tensorflow as tf
+
+    shape = (batch, 3, resolution, resolution) if nchw else (batch, resolution, resolution, 3)
+
+    @tf.function(input_signature=(tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),))
     def forward(images):
         x = tf.transpose(images, [0, 2, 3, 1]) if nchw else images
         y = head(x, training=False)
         return tf.nn.softmax(y) if output == "probabilities" else y
 
-    with running_tf2onnx("the model"):
-        proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
-    proto = _tidy(proto, output)
-    fix_batch(proto, batch)
-    simplify_graph(proto)
-    return proto
+    return forward
 
 
-def _tidy(proto, output: str):
-    """Name the output, then the input and batch as every artifact has them (`graph.name_inputs`)."""
+@contextlib.contextmanager
+def _deprecation_notes_off():
+    """tf2onnx's `from_graph_def` freezes the graph once more with TensorFlow 1 functions, which log
+    deprecation notes (about tf2onnx's code, nothing a user can act on) to the terminal."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _frozen_graph_def(concrete):
+    """The traced function's graph with its variables as constants, as tf2onnx's `from_function`
+    freezes it (TensorFlow's converter, aggressive inlining, no control-flow lowering), but without
+    the function TensorFlow would build from that graph again only for tf2onnx to read the graph
+    back (a tenth of a conversion's time). The ONNX graph is the same: tests/test_export.py
+    compares it with `from_function`'s."""
+    from tensorflow.python.framework import convert_to_constants
+    from tf2onnx.tf_loader import fix_freezing_errors_part2
+
+    data = convert_to_constants._FunctionConverterDataInEager(func=concrete, lower_control_flow=False,
+                                                              aggressive_inlining=True)
+    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=data)
+    return fix_freezing_errors_part2(graph_def)
+
+
+def tidy(proto, output: str, batch=None):
+    """tf2onnx's graph as every artifact has it: the output named, then the input and batch
+    (`graph.name_inputs`, `graph.fix_batch`), cleaned (`graph.simplify`)."""
     graph = proto.graph
     if len(graph.output) != 1 or len(graph.input) != 1:
         raise ConversionError(
@@ -184,6 +223,8 @@ def _tidy(proto, output: str):
     replace_uses(graph, old, output)
     graph.output[0].name = output
     name_inputs(proto)
+    fix_batch(proto, batch)
+    simplify_graph(proto)
     return proto
 
 

@@ -93,6 +93,7 @@ def test_offline_converts_from_a_local_mirror_folder_and_refuses_a_url(tarballs,
     local = subprocess.run(command, capture_output=True, text=True, env=env)
     assert local.returncode == 0, local.stdout + local.stderr
     assert (tmp_path / "out" / f"{RETRIED_500}.onnx").is_file()
+    assert "deprecated" not in local.stderr, local.stderr  # TensorFlow's notes on tf2onnx's code stay out
     env["ONNX_MOBILENETS_MIRROR"] = "http://127.0.0.1:9/models"
     env["ONNX_MOBILENETS_HOME"] = str(tmp_path / "empty_home")  # nothing cached
     remote = subprocess.run([*command[:-1], str(tmp_path / "other")], capture_output=True, text=True, env=env)

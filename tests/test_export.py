@@ -1,5 +1,6 @@
 """ONNX export: every gate, names, dynamic batch, metadata, node census, and the convert command."""
 
+import copy
 import json
 
 import numpy as np
@@ -132,6 +133,50 @@ def test_random_weight_exports_pass_every_gate(tmp_path, name, options):
     assert meta["opset"] == str(opset) and json.loads(meta["preprocessing"])["layout"] == ("NCHW" if nchw else "NHWC")
     assert json.loads(meta["weights"])["random"] is True
     assert proto.doc_string.startswith("UNTRAINED RANDOM WEIGHTS")
+
+
+def _canonical(proto) -> bytes:
+    """The graph with tf2onnx's numbered names replaced by their order of appearance and the
+    initializers in that order (tf2onnx numbers names per process, and orders initializers as
+    a set iterates); without the doc string, which names the traced function, numbered too."""
+    proto = copy.deepcopy(proto)
+    graph, names = proto.graph, {}
+    assert graph.doc_string.startswith("converted from b'__inference_forward_")
+    graph.doc_string = ""
+
+    def canonical(name):
+        return names.setdefault(name, f"v{len(names)}") if name else name
+
+    for value in (*graph.input, *graph.output):
+        value.name = canonical(value.name)
+    for node in graph.node:
+        node.name = ""
+        node.input[:] = [canonical(n) for n in node.input]
+        node.output[:] = [canonical(n) for n in node.output]
+    for initializer in graph.initializer:
+        initializer.name = canonical(initializer.name)
+    ordered = sorted((copy.deepcopy(i) for i in graph.initializer), key=lambda i: int(i.name[1:]))
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize("name, opset, output, nchw", [("mobilenet_v2_0.35_96", 13, "logits", True),
+                                                       ("mobilenet_v1_0.25_128", 18, "probabilities", False)])
+def test_our_freezing_gives_the_graph_tf2onnx_freezing_gives(name, opset, output, nchw):
+    """The export freezes the traced model itself (`export._frozen_graph_def`, a private TensorFlow
+    API, to skip work): the ONNX graph must be the one tf2onnx's own `from_function` makes."""
+    import tf2onnx
+
+    model = build_variant(name, weights=None)
+    randomize_weights(model, seed=2)
+    head, resolution = export_module.logits_model(model), get_variant(name).resolution
+    ours = export_module._convert(head, resolution, opset, output, nchw)
+    forward = export_module.traced(head, resolution, output, nchw)
+    theirs, _ = tf2onnx.convert.from_function(forward, input_signature=forward.input_signature, opset=opset)
+    theirs = export_module.tidy(theirs, output)
+    assert len(ours.graph.node) == len(theirs.graph.node) > 50
+    assert _canonical(ours) == _canonical(theirs)
 
 
 def test_tampered_weight_is_caught_by_the_parity_gate(tmp_path, monkeypatch):
