@@ -40,7 +40,7 @@ def assert_parity(keras_model, session, inputs, family):
     and each sample run alone gives what it gives in the batch."""
     tolerance = tolerance_for(family)
     # Keras's logits and its own softmax's probabilities, from one forward pass
-    both = keras.Model(keras_model.inputs, [export_module.logits_model(keras_model).output, keras_model.output])
+    both = keras.Model(keras_model.inputs[0], [export_module.logits_model(keras_model).output, keras_model.output])
     keras_logits, keras_probs = (np.asarray(x) for x in both(inputs))
     logits, probs = _run(session, inputs)
     for output, values, reference in (("logits", logits, keras_logits), ("probabilities", probs, keras_probs)):
