@@ -199,14 +199,23 @@ def _frozen_graph_def(concrete):
     freezes it (TensorFlow's converter, aggressive inlining, no control-flow lowering), but without
     the function TensorFlow would build from that graph again only for tf2onnx to read the graph
     back (a tenth of a conversion's time). The ONNX graph is the same: tests/test_export.py
-    compares it with `from_function`'s."""
+    compares it with `from_function`'s. Those converter internals are private to TensorFlow: where
+    a release lacks them, the graph is frozen as `from_function` does it."""
     from tensorflow.python.framework import convert_to_constants
     from tf2onnx.tf_loader import fix_freezing_errors_part2
 
+    if not all(hasattr(convert_to_constants, name) for name in CONVERTER_INTERNALS):
+        frozen = convert_to_constants.convert_variables_to_constants_v2(concrete, lower_control_flow=False,
+                                                                        aggressive_inlining=True)
+        return fix_freezing_errors_part2(frozen.graph.as_graph_def(add_shapes=True))
     data = convert_to_constants._FunctionConverterDataInEager(func=concrete, lower_control_flow=False,
                                                               aggressive_inlining=True)
     graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=data)
     return fix_freezing_errors_part2(graph_def)
+
+
+# What `_frozen_graph_def` uses of TensorFlow's convert_to_constants (TensorFlow 2.6 to 2.21 at least).
+CONVERTER_INTERNALS = ("_FunctionConverterDataInEager", "_replace_variables_by_constants")
 
 
 def tidy(proto, output: str, batch=None):

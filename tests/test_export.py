@@ -163,9 +163,10 @@ def _canonical(proto) -> bytes:
 
 @pytest.mark.parametrize("name, opset, output, nchw", [("mobilenet_v2_0.35_96", 13, "logits", True),
                                                        ("mobilenet_v1_0.25_128", 18, "probabilities", False)])
-def test_our_freezing_gives_the_graph_tf2onnx_freezing_gives(name, opset, output, nchw):
-    """The export freezes the traced model itself (`export._frozen_graph_def`, a private TensorFlow
-    API, to skip work): the ONNX graph must be the one tf2onnx's own `from_function` makes."""
+def test_our_freezing_gives_the_graph_tf2onnx_freezing_gives(name, opset, output, nchw, monkeypatch):
+    """The export freezes the traced model itself (`export._frozen_graph_def`, with private TensorFlow
+    internals, to skip work): the ONNX graph must be the one tf2onnx's own `from_function` makes,
+    and so must the fallback for a TensorFlow without those internals."""
     import tf2onnx
 
     model = build_variant(name, weights=None)
@@ -177,6 +178,8 @@ def test_our_freezing_gives_the_graph_tf2onnx_freezing_gives(name, opset, output
     theirs = export_module.tidy(theirs, output)
     assert len(ours.graph.node) == len(theirs.graph.node) > 50
     assert _canonical(ours) == _canonical(theirs)
+    monkeypatch.setattr(export_module, "CONVERTER_INTERNALS", ("_not_in_this_tensorflow",))
+    assert _canonical(export_module._convert(head, resolution, opset, output, nchw)) == _canonical(theirs)
 
 
 def test_tampered_weight_is_caught_by_the_parity_gate(tmp_path, monkeypatch):
