@@ -162,9 +162,13 @@ def predict_to_parquet(sources, output: str, *, model=DEFAULT_MODEL, address: Op
     """`onnx-mobilenets predict --ray`: classify on the cluster, write Parquet to `output` (a folder
     or any URI Ray's writers accept). Returns the row and error counts."""
     connect(address)
+    # Not two log lines (start, plan) for each of the three executions below: the summary says what ran.
+    _ray().data.DataContext.get_current().print_on_execution_start = False
+    from ray.data.expressions import col
+
     dataset = classify(sources, model, top=top, batch_size=batch_size).materialize()
     dataset.write_parquet(output)
-    errors = dataset.filter(lambda row: bool(row["error"])).count()
+    errors = dataset.filter(expr=col("error") != "").count()
     rows = dataset.count()
     if not quiet:
         print(f"{rows} images ({errors} failed) -> {output}")

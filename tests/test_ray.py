@@ -138,6 +138,7 @@ def test_predict_with_ray_starts_a_local_cluster_of_its_own(no_cluster_here, ima
     result = _predict_on_ray([*images[:30], "--ray", "--output", str(output), "--model", str(v1_path)], env)
     assert result.returncode == 1, result.stderr[-3000:]  # one of the 30 images is broken
     assert "30 images (1 failed)" in result.stdout
+    assert "Execution plan" not in result.stderr and "Warning" not in result.stderr, result.stderr[-3000:]
     _same(pq.read_table(output).to_pylist(), _expected_rows(v1_path, images[:30]))
 
 
