@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The tests start the children they stop with Ctrl-C's SIGINT through it, as tools/serve_load.py does.
+from serve_load import ctrl_c_works  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -65,13 +67,6 @@ def pytest_terminal_summary(terminalreporter):
 # .ci/run sets it: there every optional component the suite checks (independent engines, Ray, qemu)
 # is installed, and one that is missing fails its tests instead of skipping them.
 IN_CI = os.environ.get("ONNX_MOBILENETS_CI") == "1"
-
-
-def ctrl_c_works() -> None:
-    """`preexec_fn` of a child process a test stops with SIGINT, as Ctrl-C would: a shell that
-    runs the tests in the background (as CI may) starts them with SIGINT ignored, the children
-    inherit that, and Python then keeps ignoring it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def require(available: bool, what: str, ci_has_it: bool = True) -> None:

@@ -74,7 +74,7 @@ class Server:
         errors = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "onnx_mobilenets.cli", "serve", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=errors, text=True, env=env, preexec_fn=_default_sigint)
+            stdout=subprocess.PIPE, stderr=errors, text=True, env=env, preexec_fn=ctrl_c_works)
         self.lines = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
         deadline = time.time() + 240
@@ -101,9 +101,10 @@ class Server:
             raise
 
 
-def _default_sigint() -> None:
-    """A child's SIGINT as in a terminal: a shell that runs this in the background starts it with
-    SIGINT ignored, and Python would keep ignoring it."""
+def ctrl_c_works() -> None:
+    """`preexec_fn` of a child process stopped with SIGINT, as Ctrl-C would: a shell that runs this
+    (or the tests, which use it too) in the background starts it with SIGINT ignored, the children
+    inherit that, and Python then keeps ignoring it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
