@@ -102,6 +102,29 @@ def test_verify_with_keras_reference_and_independent_engines(fixture_artifacts, 
         assert rows[name].status == "skipped" and "[verify]" in rows[name].note, rows[name]
 
 
+def test_verify_artifact_ends_the_engine_processes_it_starts(fixture_artifacts):
+    """Called without engines, it runs every engine here and closes them before it returns: no child
+    process outlives the call (with engines given, the caller keeps them for its next artifact)."""
+    import multiprocessing
+
+    out, _ = fixture_artifacts
+    for engine in (engines.OpenVino(), engines.OpenCv()):
+        require(engine.unavailable() is None, f"{engine.name} (the [verify] extra; .ci/run installs it)")
+    before = set(multiprocessing.active_children())
+    rows = verify_artifact(out / "mobilenet_v1_0.25_128.onnx", use_keras=False)
+    assert {r.runtime for r in rows if r.status == "pass"} >= set(INDEPENDENT)  # their processes did run
+    assert set(multiprocessing.active_children()) == before
+
+    mine = engines.engines_here()
+    try:
+        verify_artifact(out / "mobilenet_v1_0.25_128.onnx", use_keras=False, engines=mine)
+        assert len(set(multiprocessing.active_children()) - before) == len(INDEPENDENT)  # kept open
+    finally:
+        for engine in mine:
+            engine.close()
+    assert set(multiprocessing.active_children()) == before
+
+
 def test_verify_json_reports_difference_bound_and_headroom(fixture_artifacts, capsys):
     out, _ = fixture_artifacts
     assert cli(["verify", str(out / "mobilenet_v1_0.25_128.onnx"), "--no-keras", "--json"]) == 0

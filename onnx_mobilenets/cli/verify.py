@@ -77,9 +77,16 @@ class VerifyRow:
 def verify_artifact(path: Path, use_keras: bool = True, engines=None) -> list:
     """Rows for one artifact: Keras against the golden record (float artifacts), then each engine
     on the golden inputs, judged (`onnx_mobilenets.artifact.judge`) against the reference: Keras
-    rebuilt from the recorded weights where it can be, else the golden record."""
+    rebuilt from the recorded weights where it can be, else the golden record. `engines`: those to
+    run it on, kept open for the caller's next artifact; by default every engine here, closed after."""
+    if engines is None:
+        engines = engines_here()
+        try:
+            return verify_artifact(path, use_keras, engines)
+        finally:  # the independent engines' child processes end here, not whenever Python collects them
+            for engine in engines:
+                engine.close()
     path = Path(path)
-    engines = engines_here() if engines is None else engines
     data = path.read_bytes()
     ort_format = is_ort_format(data)
     record = read_record(data, path)
