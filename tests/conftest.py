@@ -155,6 +155,30 @@ def random_artifacts(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def random_weight_model():
+    """`random_weight_model(name)`: the Keras model of catalogue variant `name` with the untrained
+    weights `convert --random-weights` gives it (seed 0), built once for the session: the Keras side
+    of the 38 `random_artifacts`, which test_models also checks. Tests must not change it."""
+    from onnx_mobilenets.conversion import build_variant
+    from onnx_mobilenets.conversion.weights import randomize_weights
+
+    built = {}
+
+    def model(name: str):
+        if name not in built:
+            built[name] = build_variant(name, weights=None)
+            randomize_weights(built[name], seed=0)
+        return built[name]
+
+    return model
+
+
+# The tests of every float catalogue variant (the 38 `random_artifacts`, converted once, and their
+# Keras models) run on one worker.
+ALL_VARIANTS = pytest.mark.xdist_group("all_variants")
+
+
+@pytest.fixture(scope="session")
 def quant_artifacts(tmp_path_factory, fixtures):
     """Both quantized fixtures converted through the `convert` command, made once. Returns the folder."""
     from onnx_mobilenets.cli import main as cli

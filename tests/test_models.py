@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import slim_reference
+from conftest import ALL_VARIANTS
 
 from onnx_mobilenets import list_variants
 from onnx_mobilenets.conversion import MobileNet, MobileNetV2, build_variant, slim_variable_names
@@ -20,9 +21,10 @@ def _published_count(model, family):
     return count
 
 
+@ALL_VARIANTS  # the default model is the one the parity tests run: built once
 @pytest.mark.parametrize("variant", list_variants(precision="float32"), ids=lambda v: v.name)
-def test_every_variant_builds_with_published_size(variant):
-    model = build_variant(variant.name, weights=None)
+def test_every_variant_builds_with_published_size(random_weight_model, variant):
+    model = random_weight_model(variant.name)
     assert model.input_shape == (None, variant.resolution, variant.resolution, 3)
     assert model.output_shape == (None, 1000)
     x = np.random.default_rng(0).uniform(-1, 1, (2, variant.resolution, variant.resolution, 3)).astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import FIXTURE_NAMES, PRINTED, fixture_image_batch, require
+from conftest import ALL_VARIANTS, FIXTURE_NAMES, PRINTED, fixture_image_batch, require
 
 from onnx_mobilenets import ConversionError, get_variant, list_variants
 from onnx_mobilenets.conversion import build_variant
@@ -58,10 +58,6 @@ def _inputs(fixtures, resolution):
     return np.concatenate([parity_inputs(resolution, count=8, seed=2024), fixture_image_batch(fixtures, resolution)])
 
 
-# The tests of the 38 random-weight artifacts run on one worker, which converts them once.
-ALL_VARIANTS = pytest.mark.xdist_group("all_variants")
-
-
 @ALL_VARIANTS
 def test_convert_all_writes_every_variant(random_artifacts):
     import json
@@ -76,12 +72,9 @@ def test_convert_all_writes_every_variant(random_artifacts):
 
 @ALL_VARIANTS
 @pytest.mark.parametrize("variant", list_variants(precision="float32"), ids=lambda v: v.name)
-def test_keras_and_onnxruntime_cpu_agree_on_every_variant(random_artifacts, fixtures, variant):
-    model = build_variant(variant.name, weights=None)
-    randomize_weights(model, seed=0)  # what --random-weights uses
+def test_keras_and_onnxruntime_cpu_agree_on_every_variant(random_artifacts, random_weight_model, fixtures, variant):
     session = _logits_and_probabilities_session(random_artifacts / f"{variant.name}.onnx")
-    assert_parity(model, session, _inputs(fixtures, variant.resolution), variant.family)
-    keras.backend.clear_session()
+    assert_parity(random_weight_model(variant.name), session, _inputs(fixtures, variant.resolution), variant.family)
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
@@ -223,12 +216,18 @@ def test_parity_session_helper_sees_the_logits(fixture_artifacts):
 def test_verify_passes_on_every_variant_in_every_engine(random_artifacts, record_property):
     """`verify` against each artifact's golden record, on onnxruntime and the independent engines
     installed here (CI installs OpenVINO and OpenCV with the [verify] extra)."""
-    from onnx_mobilenets.cli.engines import OpenCv, OpenVino
+    from onnx_mobilenets.cli.engines import OpenCv, OpenVino, engines_here
     from onnx_mobilenets.cli.verify import format_table, verify_artifact
 
     for engine in (OpenVino(), OpenCv()):
         require(engine.unavailable() is None, f"{engine.name} (the [verify] extra; .ci/run installs it)")
-    rows = [row for path in sorted(random_artifacts.glob("*.onnx")) for row in verify_artifact(path, use_keras=False)]
+    engines = engines_here()  # one process per independent engine for all 38, as `verify --all` runs them
+    try:
+        rows = [row for path in sorted(random_artifacts.glob("*.onnx"))
+                for row in verify_artifact(path, use_keras=False, engines=engines)]
+    finally:
+        for engine in engines:
+            engine.close()
     ran = [r for r in rows if r.status != "skipped"]
     for runtime in ("onnxruntime-CPU", "OpenVINO-CPU", "OpenCV-DNN"):
         assert len({r.artifact for r in ran if r.runtime == runtime}) == 38, runtime

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import PRINTED
+from conftest import ALL_VARIANTS, PRINTED
 
 from onnx_mobilenets.parity import NETWORK_DEPTH, Tolerance, check, log_softmax, tolerance_for
 
@@ -70,7 +70,7 @@ def catalogue_results(random_artifacts) -> list:
     return results
 
 
-@pytest.mark.xdist_group("all_variants")  # on the worker that has `random_artifacts`
+@ALL_VARIANTS  # on the worker that has `random_artifacts`
 def test_no_correct_conversion_is_refused(random_artifacts, record_property):
     cases = sweep_cases()
     assert len(cases) >= 16
