@@ -113,7 +113,7 @@ def test_verify_artifact_ends_the_engine_processes_it_starts(fixture_artifacts):
     before = set(multiprocessing.active_children())
     rows = verify_artifact(out / "mobilenet_v1_0.25_128.onnx", use_keras=False)
     assert {r.runtime for r in rows if r.status == "pass"} >= set(INDEPENDENT)  # their processes did run
-    assert set(multiprocessing.active_children()) == before
+    assert set(multiprocessing.active_children()) <= before  # (an earlier test's may have ended meanwhile)
 
     mine = engines.engines_here()
     try:
@@ -122,7 +122,7 @@ def test_verify_artifact_ends_the_engine_processes_it_starts(fixture_artifacts):
     finally:
         for engine in mine:
             engine.close()
-    assert set(multiprocessing.active_children()) == before
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_verify_json_reports_difference_bound_and_headroom(fixture_artifacts, capsys):
