@@ -15,6 +15,7 @@ _EXPORTS = {
     "MobileNetV2": "mobilenet_v2",
     "build_variant": "build",
     "keras_reference": "build",
+    "untrained_variant": "build",
     "export_onnx": "export",
     "logits_model": "export",
     "convert_variant": "convert",

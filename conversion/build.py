@@ -41,6 +41,14 @@ def build_variant(name: str, weights="official", *, weights_source: str = "ema",
     return model
 
 
+def untrained_variant(name: str, seed: int = 0):
+    """The Keras model of catalogue variant `name` with untrained weights (`weights.randomize_weights`,
+    deterministic in `seed`): with seed 0, those of `convert --random-weights`."""
+    model = build_variant(name, weights=None)
+    randomize_weights(model, seed)
+    return model
+
+
 def keras_reference(record: ArtifactRecord, inputs: np.ndarray) -> np.ndarray:
     """Logits of the Keras network an artifact was made from, rebuilt from its recorded weights
     (random, a local checkpoint, or the official one, fetched), on NHWC `inputs`."""
@@ -48,8 +56,7 @@ def keras_reference(record: ArtifactRecord, inputs: np.ndarray) -> np.ndarray:
 
     weights, name = record.weights, record.spec.variant
     if weights.random:
-        model = build_variant(name, weights=None)
-        randomize_weights(model, int(weights.seed or 0))
+        model = untrained_variant(name, int(weights.seed or 0))
     else:
         source = weights.source or ""
         official = "://" in source

@@ -32,10 +32,9 @@ from onnx_mobilenets.artifact import (
 from onnx_mobilenets.errors import OnnxMobileNetsError
 
 from .artifact import ExportReport, export_artifact
-from .build import build_variant
+from .build import build_variant, untrained_variant
 from .export import KerasGraph
 from .quantized import TfliteGraph
-from .weights import randomize_weights
 
 
 @dataclass(frozen=True)
@@ -106,9 +105,7 @@ def convert(spec: ArtifactSpec, output_dir, source: Source, *, weights_source: s
 def _keras_model(variant, source: Source, weights_source: str) -> tuple:
     """(the Keras model of a float variant, the variant, the provenance of its weights)."""
     if source.location is None:
-        model = build_variant(variant.name, weights=None)
-        randomize_weights(model, source.seed)
-        return model, variant, Weights.untrained(source.seed)
+        return untrained_variant(variant.name, source.seed), variant, Weights.untrained(source.seed)
     model = build_variant(variant.name, weights=source.path, weights_source=weights_source, sha256=source.sha256)
     report = model.checkpoint_report
     return model, variant, Weights(source=source.location, sha256=source.sha256, weights_source=weights_source,

@@ -155,13 +155,18 @@ def _square_resolution(model) -> int:
 def _convert(head, resolution: int, opset: int, output: str, nchw: bool, batch=None):
     import tensorflow as tf
     import tf2onnx
+    from tensorflow.python.framework import convert_to_constants
 
     with running_tf2onnx("the model"), _deprecation_notes_off():
-        concrete = traced(head, resolution, output, nchw, batch).get_concrete_function()
-        proto, _ = tf2onnx.convert.from_graph_def(
-            _frozen_graph_def(concrete), name=concrete.name, opset=opset,
-            input_names=[t.name for t in concrete.inputs if t.dtype != tf.resource],
-            output_names=[t.name for t in concrete.outputs])
+        forward = traced(head, resolution, output, nchw, batch)
+        if all(hasattr(convert_to_constants, name) for name in CONVERTER_INTERNALS):
+            concrete = forward.get_concrete_function()
+            proto, _ = tf2onnx.convert.from_graph_def(
+                _frozen_graph_def(concrete), name=concrete.name, opset=opset,
+                input_names=[t.name for t in concrete.inputs if t.dtype != tf.resource],
+                output_names=[t.name for t in concrete.outputs])
+        else:  # a TensorFlow without the internals `_frozen_graph_def` uses: tf2onnx freezes it itself
+            proto, _ = tf2onnx.convert.from_function(forward, input_signature=forward.input_signature, opset=opset)
     return tidy(proto, output, batch)
 
 
@@ -200,14 +205,10 @@ def _frozen_graph_def(concrete):
     the function TensorFlow would build from that graph again only for tf2onnx to read the graph
     back (a tenth of a conversion's time). The ONNX graph is the same: tests/test_export.py
     compares it with `from_function`'s. Those converter internals are private to TensorFlow: where
-    a release lacks them, the graph is frozen as `from_function` does it."""
+    a release lacks them, `_convert` uses `from_function` itself."""
     from tensorflow.python.framework import convert_to_constants
     from tf2onnx.tf_loader import fix_freezing_errors_part2
 
-    if not all(hasattr(convert_to_constants, name) for name in CONVERTER_INTERNALS):
-        frozen = convert_to_constants.convert_variables_to_constants_v2(concrete, lower_control_flow=False,
-                                                                        aggressive_inlining=True)
-        return fix_freezing_errors_part2(frozen.graph.as_graph_def(add_shapes=True))
     data = convert_to_constants._FunctionConverterDataInEager(func=concrete, lower_control_flow=False,
                                                               aggressive_inlining=True)
     graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=data)

@@ -159,15 +159,13 @@ def random_weight_model():
     """`random_weight_model(name)`: the Keras model of catalogue variant `name` with the untrained
     weights `convert --random-weights` gives it (seed 0), built once for the session: the Keras side
     of the 38 `random_artifacts`, which test_models also checks. Tests must not change it."""
-    from onnx_mobilenets.conversion import build_variant
-    from onnx_mobilenets.conversion.weights import randomize_weights
+    from onnx_mobilenets.conversion import untrained_variant
 
     built = {}
 
     def model(name: str):
         if name not in built:
-            built[name] = build_variant(name, weights=None)
-            randomize_weights(built[name], seed=0)
+            built[name] = untrained_variant(name, seed=0)
         return built[name]
 
     return model

@@ -22,7 +22,7 @@ from PIL import Image
 
 from onnx_mobilenets import catalogue
 from onnx_mobilenets.artifact import ArtifactSpec, runtime_form
-from onnx_mobilenets.conversion import build_variant, convert_variant, randomize_weights
+from onnx_mobilenets.conversion import convert_variant, untrained_variant
 from onnx_mobilenets.conversion.quantized import interpreter, read_tflite
 from onnx_mobilenets.model_bytes import cpu_has_vnni
 from onnx_mobilenets.parity import parity_inputs, parity_pixels
@@ -119,8 +119,7 @@ def startup_and_memory(name: str, home: Path, jpeg: Path, repeats: int = 3) -> d
 
 def bench_variant(name, work: Path, threads: int, rounds: int, round_seconds: float, peak_gflops: float) -> dict:
     variant = catalogue.get_variant(name)
-    model = build_variant(name, weights=None)
-    randomize_weights(model, 0)  # the weights of `convert --random-weights`
+    model = untrained_variant(name, 0)  # the weights of `convert --random-weights`
     artifacts = work / "artifacts"
     ours = ArtifactSpec.of_variant(name).path_in(artifacts)
     if not ours.is_file():
