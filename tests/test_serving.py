@@ -316,6 +316,17 @@ def test_the_load_tool_measures_both_servers_and_writes_the_docs_table(tmp_path)
     assert "old table" not in text and "| --max-batch-size 1 | 4 | 12/12 |" in text
 
 
+def test_the_load_tool_compares_each_process_with_itself():
+    """Cores by role between two snapshots: a process that ended in between (a stopped server's
+    replica still going away) takes nothing away, and a new one, even on a reused pid, counts whole."""
+    import serve_load
+
+    before = {(11, 1.0): ("replica", 5.0), (12, 1.0): ("replica", 9.0), (13, 1.0): ("HTTP proxy", 4.0)}
+    after = {(11, 1.0): ("replica", 6.0), (13, 1.0): ("HTTP proxy", 4.5), (12, 7.0): ("replica", 0.5)}
+    cores = serve_load.cores_by_role(before, after, elapsed=2.0)
+    assert cores == {"load client": 0.0, "replica": (1.0 + 0.5) / 2, "HTTP proxy": 0.25, "Ray's own": 0.0}
+
+
 def test_the_docs_load_table_is_the_one_its_json_gives():
     import serve_load
 

@@ -111,26 +111,42 @@ def ctrl_c_works() -> None:
 ROLES = (("replica", "ServeReplica"), ("HTTP proxy", "ProxyActor"), ("Ray's own", "ray"))
 
 
-def cpu_seconds_by_role() -> dict:
-    """CPU seconds so far of this process (the load client), the replica, the proxy and the rest of
-    Ray: where the machine's cores go while serving."""
+def cpu_seconds_by_process(server_pid: int) -> dict:
+    """{(pid, start time): (role, CPU seconds so far)} of this process (the load client) and of the
+    server's process tree (its Ray: the replica, the proxy, the rest): where the cores go while
+    serving. Keyed by process, so that a difference only ever compares a process with itself."""
     import psutil
 
-    seconds = dict.fromkeys(["load client", *(role for role, _ in ROLES)], 0.0)
-    for process in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
-        command, times = " ".join(process.info["cmdline"] or []), process.info["cpu_times"]
-        if times is None:
+    me = psutil.Process()
+    try:
+        server = psutil.Process(server_pid)
+        processes = [me, server, *server.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        processes = [me]
+    seconds = {}
+    for process in processes:
+        try:
+            with process.oneshot():
+                command, times, born = " ".join(process.cmdline()), process.cpu_times(), process.create_time()
+        except psutil.Error:  # ended meanwhile
             continue
-        if process.info["pid"] == os.getpid():
-            role = "load client"
-        else:
-            role = next((role for role, mark in ROLES if mark in command), None)
+        role = "load client" if process.pid == me.pid else next((r for r, mark in ROLES if mark in command), None)
         if role is not None:
-            seconds[role] += times.user + times.system
+            seconds[(process.pid, born)] = (role, times.user + times.system)
     return seconds
 
 
-async def _load(url: str, bodies: list, concurrency: int, count: int, max_seconds: float) -> dict:
+def cores_by_role(before: dict, after: dict, elapsed: float) -> dict:
+    """Cores each role used between two `cpu_seconds_by_process` snapshots `elapsed` seconds apart:
+    the processes of the second, each less what it had used at the first (nothing, if it is new);
+    a process that ended in between is not in the second, and its last seconds go uncounted."""
+    cores = dict.fromkeys(["load client", *(role for role, _ in ROLES)], 0.0)
+    for key, (role, seconds) in after.items():
+        cores[role] += (seconds - before.get(key, (role, 0.0))[1]) / elapsed
+    return cores
+
+
+async def _load(server: Server, bodies: list, concurrency: int, count: int, max_seconds: float) -> dict:
     import aiohttp
 
     latencies, batch_sizes, failures = [], [], []
@@ -142,7 +158,7 @@ async def _load(url: str, bodies: list, concurrency: int, count: int, max_second
             if time.perf_counter() > deadline:
                 return
             started = time.perf_counter()
-            async with session.post(url, data=bodies[i % len(bodies)]) as response:
+            async with session.post(server.url, data=bodies[i % len(bodies)]) as response:
                 await response.read()
                 if response.status != 200:
                     failures.append(response.status)
@@ -152,16 +168,16 @@ async def _load(url: str, bodies: list, concurrency: int, count: int, max_second
 
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as session:
-        started, cpu_before = time.perf_counter(), cpu_seconds_by_role()
+        started, cpu_before = time.perf_counter(), cpu_seconds_by_process(server.process.pid)
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        cpu_after = cpu_seconds_by_role()
+        cpu_after = cpu_seconds_by_process(server.process.pid)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     return {"concurrency": concurrency, "requests": len(latencies) + len(failures), "answered": len(latencies),
             "failed": len(failures), "images_per_s": len(latencies) / elapsed,
             "p50_ms": 1000 * quantiles[49], "p95_ms": 1000 * quantiles[94], "p99_ms": 1000 * quantiles[98],
             "mean_batch_size": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
-            "cores_used": {role: (cpu_after[role] - cpu_before[role]) / elapsed for role in cpu_after}}
+            "cores_used": cores_by_role(cpu_before, cpu_after, elapsed)}
 
 
 def measure(model: str, bodies: list, settings: dict, levels: list, requests: int, max_seconds: float) -> list:
@@ -169,9 +185,9 @@ def measure(model: str, bodies: list, settings: dict, levels: list, requests: in
     for name, options in settings.items():
         server = Server("--model", model, *options)
         try:
-            asyncio.run(_load(server.url, bodies, 8, 32, max_seconds))  # warm-up
+            asyncio.run(_load(server, bodies, 8, 32, max_seconds))  # warm-up
             for concurrency in levels:
-                row = asyncio.run(_load(server.url, bodies, concurrency, requests, max_seconds))
+                row = asyncio.run(_load(server, bodies, concurrency, requests, max_seconds))
                 rows.append({"server": name, **row})
                 print(f"  {name}, concurrency {concurrency}: {row['images_per_s']:.1f} images/s", flush=True)
         finally:
