@@ -275,7 +275,9 @@ def two_node_cluster():
                        capture_output=True, timeout=180)
         yield f"127.0.0.1:{port}", env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
+        # SIGKILL at once; Ray's default grace period then waits 16 s for processes that, killed,
+        # stay zombies where nothing reaps them (a container's first process may not).
+        subprocess.run([RAY, "stop", "--force", "--grace-period=1"], env=env, capture_output=True, timeout=180)
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 
