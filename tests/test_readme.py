@@ -19,9 +19,6 @@ from conftest import IMAGES, REPO_ROOT
 
 from onnx_mobilenets.cli import build_parser
 
-# One Ray cluster at a time on a machine: every test that starts one runs on the same worker.
-pytestmark = pytest.mark.xdist_group("ray")
-
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 SKIP_MARK = re.compile(r"<!--\s*readme-test:\s*skip\s+(.+?)\s*-->")
 
@@ -51,6 +48,15 @@ def _blocks_of(document, language: str) -> list:
 
 PYTHON = _blocks("python")
 SHELL = _blocks("bash")
+# One Ray cluster at a time on a machine: a sample that starts one runs on the worker of every other
+# test that does; the rest run anywhere.
+ONE_RAY_AT_A_TIME = pytest.mark.xdist_group("ray")
+
+
+def _samples(blocks: list) -> list:
+    """pytest parameters of `blocks` (tuples whose first item is where, whose second is the code)."""
+    return [pytest.param(*block, id=block[0], marks=[ONE_RAY_AT_A_TIME] if re.search(r"\bray\b", block[1]) else [])
+            for block in blocks]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def test_the_documents_have_samples():
     assert {where.split(":")[0] for where, _, _ in PYTHON + SHELL} >= {"README.md", "docs/many-images.md"}
 
 
-@pytest.mark.parametrize("line, code, skip", PYTHON, ids=[b[0] for b in PYTHON])
+@pytest.mark.parametrize("line, code, skip", _samples(PYTHON))
 def test_python_sample_runs(world, line, code, skip):
     if skip:
         pytest.skip(f"{line}: {skip}")
@@ -197,7 +203,7 @@ def _check_command(arguments: list, result, work: Path) -> None:
         assert hint in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize("line, code", RUNNABLE, ids=[b[0] for b in RUNNABLE])
+@pytest.mark.parametrize("line, code", _samples(RUNNABLE))
 def test_shell_sample_runs(world, tmp_path, line, code):
     """The block's runnable command lines, in order (a later one may use what an earlier one wrote),
     in a fresh copy of the world: folder, cache and mirror."""
