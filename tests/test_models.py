@@ -5,7 +5,7 @@ import pytest
 import slim_reference
 from conftest import ALL_VARIANTS
 
-from onnx_mobilenets import list_variants
+from onnx_mobilenets import get_variant, list_variants
 from onnx_mobilenets.conversion import MobileNet, MobileNetV2, build_variant, slim_variable_names
 from onnx_mobilenets.conversion.mobilenet_v2 import make_divisible
 
@@ -32,17 +32,33 @@ def test_every_variant_builds_with_published_size(random_weight_model, variant):
     assert probs.shape == (2, 1000)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert (probs >= 0).all()
-
-    model1001 = build_variant(variant.name, weights=None, classes=1001, classifier_activation=None)
-    assert model1001.output_shape == (None, 1001)
-    logits = model1001(x).numpy()
-    assert not np.allclose(logits.sum(axis=1), 1.0), "classifier_activation=None must give logits"
-    count = _published_count(model1001, variant.family)
+    # Every weight has a slim name, and the shape of that variable in a slim checkpoint (which has a
+    # background class more: the loader drops it).
+    assert _slim_shapes_of(model) == slim_reference.slim_shapes(variant.family, variant.alpha, classes=1000)
+    # The published count is the 1001-class network's: one more class is one more logit filter.
+    channels = model.get_layer(f"Mobilenet{variant.family.upper()}.Logits.Conv2d_1c_1x1").get_weights()[0].shape[2]
+    count = _published_count(model, variant.family) + channels + 1
     assert abs(count / (variant.params_millions * 1e6) - 1) < 0.01, (count, variant.params_millions)
-    # Every weight has a slim name, and the names are exactly those of a slim checkpoint.
-    names = slim_variable_names(model1001)
-    assert len(names) == len(model1001.weights)
-    assert sorted(names.values()) == sorted(slim_reference.slim_shapes(variant.family, variant.alpha))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_0.25_128", "mobilenet_v2_0.35_96"])
+def test_classes_and_classifier_activation_build_as_asked(name):
+    """The options work the same at every width; TF-slim's own 1001 classes, as logits."""
+    variant = get_variant(name)
+    model = build_variant(name, weights=None, classes=1001, classifier_activation=None)
+    assert model.output_shape == (None, 1001)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, variant.resolution, variant.resolution, 3)).astype(np.float32)
+    assert not np.allclose(model(x).numpy().sum(axis=1), 1.0), "classifier_activation=None must give logits"
+    assert _slim_shapes_of(model) == slim_reference.slim_shapes(variant.family, variant.alpha, classes=1001)
+    count = _published_count(model, variant.family)
+    assert abs(count / (variant.params_millions * 1e6) - 1) < 0.01, (count, variant.params_millions)
+
+
+def _slim_shapes_of(model) -> dict:
+    """{slim variable name: shape} of a Keras model's weights, each weight named once."""
+    names = slim_variable_names(model)
+    assert len(names) == len(model.weights) == len(set(names.values()))
+    return {names[w.path]: tuple(w.shape) for w in model.weights}
 
 
 # Per-alpha channel counts of TF-slim V2 (stem; 17 block outputs; Conv_1), from the slim facts.
