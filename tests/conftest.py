@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,23 +125,46 @@ def fixture_image_batch(fixtures, resolution) -> np.ndarray:
     )
 
 
+def made_once_per_run(tmp_path_factory, name: str, make):
+    """What `make(folder)` returns, made once for the whole test run in a new `folder` named `name`:
+    the first pytest-xdist worker to ask makes it while the others wait, then every one reads it
+    (pickled beside the folder). A conversion that tests on every worker need then costs its core
+    once, not once a worker. Callers must not change what is in the folder."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the run's, above each worker's
+    folder, made = root / name, root / f"{name}.pickle"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # until the file closes
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result = make(folder)
+            written = made.with_suffix(".partial")
+            written.write_bytes(pickle.dumps(result))
+            written.replace(made)
+        return pickle.loads(made.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def fixture_artifacts(tmp_path_factory, fixtures):
     """ONNX files converted from both fixture checkpoints (real images in the parity gate), made once.
 
     Returns (folder, {name: ExportReport})."""
-    from onnx_mobilenets import get_variant
-    from onnx_mobilenets.conversion.convert import convert_variant
 
-    out = tmp_path_factory.mktemp("fixture_artifacts")
-    reports = {}
-    with pytest.MonkeyPatch.context() as env:  # runs before the per-test cache is set up
-        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("fixture_cache")))
-        for name in FIXTURE_NAMES:
-            images = fixture_image_batch(fixtures, get_variant(name).resolution)
-            reports[name] = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / f"{name}.tgz",
-                                            images=images)
-    return out, reports
+    def make(out):
+        from onnx_mobilenets import get_variant
+        from onnx_mobilenets.conversion.convert import convert_variant
+
+        reports = {}
+        with pytest.MonkeyPatch.context() as env:  # runs before the per-test cache is set up
+            env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("fixture_cache")))
+            for name in FIXTURE_NAMES:
+                images = fixture_image_batch(fixtures, get_variant(name).resolution)
+                reports[name] = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / f"{name}.tgz",
+                                                images=images)
+        return out, reports
+
+    return made_once_per_run(tmp_path_factory, "fixture_artifacts", make)
 
 
 @pytest.fixture(scope="session")
@@ -179,15 +205,19 @@ ALL_VARIANTS = pytest.mark.xdist_group("all_variants")
 @pytest.fixture(scope="session")
 def quant_artifacts(tmp_path_factory, fixtures):
     """Both quantized fixtures converted through the `convert` command, made once. Returns the folder."""
-    from onnx_mobilenets.cli import main as cli
 
-    out = tmp_path_factory.mktemp("quant_artifacts")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("quant_cache")))
-        for name, tarball in QUANT_FIXTURES.items():
-            code = cli(["convert", name, "--checkpoint", str(fixtures / "checkpoints" / tarball), "--output", str(out)])
-            assert code == 0, name
-    return out
+    def make(out):
+        from onnx_mobilenets.cli import main as cli
+
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("quant_cache")))
+            for name, tarball in QUANT_FIXTURES.items():
+                code = cli(["convert", name, "--checkpoint", str(fixtures / "checkpoints" / tarball),
+                            "--output", str(out)])
+                assert code == 0, name
+        return out
+
+    return made_once_per_run(tmp_path_factory, "quant_artifacts", make)
 
 
 # The fixture tarball of each variant the tests convert from the fixtures.
@@ -207,13 +237,16 @@ def converted(tmp_path_factory, fixture_artifacts, quant_artifacts):
 
     def convert(name: str, preprocessing: str = "default", image_input: bool = False, float16: bool = False) -> Path:
         key = (name, preprocessing, image_input, float16)
-        if key not in made:
+
+        def make(out):
             with pytest.MonkeyPatch.context() as env:
                 env.setenv("ONNX_MOBILENETS_HOME", str(tmp_path_factory.mktemp("converted_cache")))
-                report = convert_variant(name, tmp_path_factory.mktemp("converted"),
-                                         checkpoint=fixtures / "checkpoints" / FIXTURE_TARBALLS[name],
+                report = convert_variant(name, out, checkpoint=fixtures / "checkpoints" / FIXTURE_TARBALLS[name],
                                          preprocessing=preprocessing, image_input=image_input, float16=float16)
-            made[key] = Path(report.path)
+            return Path(report.path)
+
+        if key not in made:
+            made[key] = made_once_per_run(tmp_path_factory, "converted-" + "-".join(map(str, key)), make)
         return made[key]
 
     return convert
