@@ -82,13 +82,6 @@ def alive(pids) -> list:
 
 
 @pytest.fixture(scope="module")
-def server():
-    running = Server("--max-body-mb", "2")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def local_model():
     return OnnxMobileNet()  # the built-in model, as the server runs it
 
@@ -110,42 +103,6 @@ def same_predictions(answer: list, expected: list) -> bool:
             and np.allclose([p["probability"] for p in answer], [p["probability"] for p in expected], atol=1e-6))
 
 
-def test_200_requests_from_16_clients_get_predicts_answers_in_batches(server, local_model, photos):
-    expected = [as_json(local_model.predict(data, top=3)) for data in photos]
-
-    def one(i):
-        return i % len(photos), ask(f"{server.base}/v1/classify?top=3", photos[i % len(photos)])
-
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(one, range(200)))
-    batch_sizes = []
-    for index, (status, answer, headers) in answers:
-        assert status == 200, answer
-        assert answer["model"] == "mobilenet_v2_1.0_224_quant" and answer["package_version"]
-        assert answer["preprocessing"] == "default"
-        assert same_predictions(answer["predictions"], expected[index]), (index, answer, expected[index])
-        assert headers["X-Onnx-Mobilenets-Model"] == "mobilenet_v2_1.0_224_quant"
-        batch_sizes.append(int(headers["X-Batch-Size"]))
-    assert max(batch_sizes) > 1, batch_sizes  # requests in flight together ran as one batch
-    assert max(batch_sizes) <= 32
-
-
-def test_several_images_in_one_multipart_request(server, local_model, photos):
-    boundary = "x-onnx-mobilenets-test"
-    parts = [("elephant.jpg", photos[1]), ("notes.txt", b"not an image"), ("photo.jpg", photos[3])]
-    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
-                    for name, data in parts) + f"--{boundary}--\r\n".encode()
-    status, answer, _ = ask(f"{server.base}/v1/classify?top=2", body,
-                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    assert status == 200, answer
-    results = answer["results"]
-    assert [r["filename"] for r in results] == ["elephant.jpg", "notes.txt", "photo.jpg"]
-    assert same_predictions(results[0]["predictions"], as_json(local_model.predict(photos[1], top=2)))
-    assert results[1]["error"] == _python_error(local_model, b"not an image")
-    assert same_predictions(results[2]["predictions"], as_json(local_model.predict(photos[3], top=2)))
-
-
 def _python_error(model, data) -> str:
     with pytest.raises((InvalidImageError, ValueError)) as caught:
         model.predict(data)
@@ -159,61 +116,6 @@ def _bomb() -> bytes:
     return buffer.getvalue()
 
 
-def test_each_bad_input_gets_its_4xx_and_the_python_message_and_the_next_request_is_served(
-        server, local_model, photos):
-    truncated = photos[0][: len(photos[0]) // 3]
-    cases = [
-        ("not an image", f"{server.base}/v1/classify", b"GIF89a? no, just text", 400),
-        ("truncated JPEG", f"{server.base}/v1/classify", truncated, 400),
-        ("empty body", f"{server.base}/v1/classify", b"", 400),
-        ("decompression bomb", f"{server.base}/v1/classify", _bomb(), 400),
-    ]
-    for what, url, body, code in cases:
-        status, answer, headers = ask(url, body)
-        assert (status, answer["error"]) == (code, _python_error(local_model, body)), what
-        assert answer["model"] == "mobilenet_v2_1.0_224_quant" and headers["X-Onnx-Mobilenets-Version"]
-        status, answer, _ = ask(f"{server.base}/v1/classify", photos[1])
-        assert status == 200 and answer["predictions"][0]["label"] == "African elephant", what
-    for top in ("0", "1001", "five", "2.5"):
-        status, answer, _ = ask(f"{server.base}/v1/classify?top={top}", photos[1])
-        assert status == 400 and answer["error"].startswith("top must be an integer from 1 to 1000, got"), top
-    too_large = photos[1] + bytes(2 * 2**20)  # over the server's --max-body-mb 2
-    status, answer, _ = ask(f"{server.base}/v1/classify", too_large)
-    assert status == 413 and "over the limit of 2097152 bytes" in answer["error"]
-    status, answer, _ = ask(f"{server.base}/v1/classify", photos[1])
-    assert status == 200
-
-
-def test_one_bad_image_in_a_full_batch_fails_alone(server, photos):
-    bodies = [photos[i % len(photos)] for i in range(31)]
-    bodies.insert(17, photos[2][:400])  # a truncated JPEG among them
-    barrier = threading.Barrier(len(bodies))
-
-    def one(body):
-        barrier.wait()  # all at once, so they share batches
-        return ask(f"{server.base}/v1/classify", body)
-
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        answers = list(pool.map(one, bodies))
-    statuses = [status for status, _, _ in answers]
-    assert statuses == [200] * 17 + [400] + [200] * 14
-    assert max(int(h["X-Batch-Size"]) for s, _, h in answers if s == 200) > 1
-
-
-def test_model_description_health_and_openapi(server, local_model):
-    status, about, _ = ask(f"{server.base}/v1/model")
-    assert status == 200
-    assert about["config"]["variant"] == "mobilenet_v2_1.0_224_quant" and about["config"]["precision"] == "uint8"
-    contract = about["config"]["artifacts"]["mobilenet_v2_1.0_224_quant.onnx"]
-    assert contract["input"]["shape"] == ["batch", 224, 224, 3] and contract["input"]["dtype"] == "uint8"
-    assert about["labels"] == [list(pair) for pair in local_model.labels]
-    assert ask(f"{server.base}/healthz")[:2] == (200, {"model": "mobilenet_v2_1.0_224_quant",
-                                                       "package_version": about["package_version"],
-                                                       "status": "ok"})
-    status, schema, _ = ask(f"{server.base}/openapi.json")
-    assert status == 200 and {"/v1/classify", "/v1/model", "/healthz"} <= set(schema["paths"])
-
-
 def doc_curl_lines() -> list:
     """The `curl` lines of docs/serving.md's API section, as a reader would paste them."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
@@ -221,26 +123,123 @@ def doc_curl_lines() -> list:
     return [line for line in section.splitlines() if line.startswith("curl ")]
 
 
-def test_the_docs_curl_lines_get_the_answers_they_promise(server, fixtures, tmp_path):
-    lines = doc_curl_lines()
-    assert len(lines) == 5, lines
-    for name in ("elephant.jpg", "cheetah.jpg"):
-        shutil.copy(fixtures / "images" / name, tmp_path / name)
-    answers = []
-    for line in lines:
-        command = shlex.split(line.replace("localhost:8000", f"127.0.0.1:{server.port}"))
-        done = subprocess.run([shutil.which("curl") or pytest.fail("curl is not installed"), "--fail-with-body",
-                               "--silent", "--show-error", *command[1:]], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, (line, done.stdout, done.stderr)
-        answers.append(json.loads(done.stdout))
-    elephant, cheetah, both, about, health = answers
-    assert elephant["predictions"][0]["label"] == "African elephant" and len(elephant["predictions"]) == 5
-    assert [p["label"] for p in cheetah["predictions"]][:1] == ["cheetah"] and len(cheetah["predictions"]) == 3
-    assert [(r["filename"], [p["label"] for p in r["predictions"]]) for r in both["results"]] == [
-        ("elephant.jpg", ["African elephant"]), ("cheetah.jpg", ["cheetah"])]
-    assert about["config"]["variant"] == "mobilenet_v2_1.0_224_quant"
-    assert health["status"] == "ok"
+class TestOneServer:
+    """The tests that share one server. It stops when they end, before the tests that start a Ray
+    of their own: one Ray at a time on two cores, and the two-node test's `ray stop --force` stops
+    every Ray on the machine."""
+
+    @pytest.fixture(scope="class")
+    def server(self):
+        running = Server("--max-body-mb", "2")
+        yield running
+        running.stop()
+
+    def test_200_requests_from_16_clients_get_predicts_answers_in_batches(self, server, local_model, photos):
+        expected = [as_json(local_model.predict(data, top=3)) for data in photos]
+
+        def one(i):
+            return i % len(photos), ask(f"{server.base}/v1/classify?top=3", photos[i % len(photos)])
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(200)))
+        batch_sizes = []
+        for index, (status, answer, headers) in answers:
+            assert status == 200, answer
+            assert answer["model"] == "mobilenet_v2_1.0_224_quant" and answer["package_version"]
+            assert answer["preprocessing"] == "default"
+            assert same_predictions(answer["predictions"], expected[index]), (index, answer, expected[index])
+            assert headers["X-Onnx-Mobilenets-Model"] == "mobilenet_v2_1.0_224_quant"
+            batch_sizes.append(int(headers["X-Batch-Size"]))
+        assert max(batch_sizes) > 1, batch_sizes  # requests in flight together ran as one batch
+        assert max(batch_sizes) <= 32
+
+    def test_several_images_in_one_multipart_request(self, server, local_model, photos):
+        boundary = "x-onnx-mobilenets-test"
+        parts = [("elephant.jpg", photos[1]), ("notes.txt", b"not an image"), ("photo.jpg", photos[3])]
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+                        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+                        for name, data in parts) + f"--{boundary}--\r\n".encode()
+        status, answer, _ = ask(f"{server.base}/v1/classify?top=2", body,
+                                {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert status == 200, answer
+        results = answer["results"]
+        assert [r["filename"] for r in results] == ["elephant.jpg", "notes.txt", "photo.jpg"]
+        assert same_predictions(results[0]["predictions"], as_json(local_model.predict(photos[1], top=2)))
+        assert results[1]["error"] == _python_error(local_model, b"not an image")
+        assert same_predictions(results[2]["predictions"], as_json(local_model.predict(photos[3], top=2)))
+
+    def test_each_bad_input_gets_its_4xx_and_the_python_message_and_the_next_request_is_served(
+            self, server, local_model, photos):
+        truncated = photos[0][: len(photos[0]) // 3]
+        cases = [
+            ("not an image", f"{server.base}/v1/classify", b"GIF89a? no, just text", 400),
+            ("truncated JPEG", f"{server.base}/v1/classify", truncated, 400),
+            ("empty body", f"{server.base}/v1/classify", b"", 400),
+            ("decompression bomb", f"{server.base}/v1/classify", _bomb(), 400),
+        ]
+        for what, url, body, code in cases:
+            status, answer, headers = ask(url, body)
+            assert (status, answer["error"]) == (code, _python_error(local_model, body)), what
+            assert answer["model"] == "mobilenet_v2_1.0_224_quant" and headers["X-Onnx-Mobilenets-Version"]
+            status, answer, _ = ask(f"{server.base}/v1/classify", photos[1])
+            assert status == 200 and answer["predictions"][0]["label"] == "African elephant", what
+        for top in ("0", "1001", "five", "2.5"):
+            status, answer, _ = ask(f"{server.base}/v1/classify?top={top}", photos[1])
+            assert status == 400 and answer["error"].startswith("top must be an integer from 1 to 1000, got"), top
+        too_large = photos[1] + bytes(2 * 2**20)  # over the server's --max-body-mb 2
+        status, answer, _ = ask(f"{server.base}/v1/classify", too_large)
+        assert status == 413 and "over the limit of 2097152 bytes" in answer["error"]
+        status, answer, _ = ask(f"{server.base}/v1/classify", photos[1])
+        assert status == 200
+
+    def test_one_bad_image_in_a_full_batch_fails_alone(self, server, photos):
+        bodies = [photos[i % len(photos)] for i in range(31)]
+        bodies.insert(17, photos[2][:400])  # a truncated JPEG among them
+        barrier = threading.Barrier(len(bodies))
+
+        def one(body):
+            barrier.wait()  # all at once, so they share batches
+            return ask(f"{server.base}/v1/classify", body)
+
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(one, bodies))
+        statuses = [status for status, _, _ in answers]
+        assert statuses == [200] * 17 + [400] + [200] * 14
+        assert max(int(h["X-Batch-Size"]) for s, _, h in answers if s == 200) > 1
+
+    def test_model_description_health_and_openapi(self, server, local_model):
+        status, about, _ = ask(f"{server.base}/v1/model")
+        assert status == 200
+        assert about["config"]["variant"] == "mobilenet_v2_1.0_224_quant" and about["config"]["precision"] == "uint8"
+        contract = about["config"]["artifacts"]["mobilenet_v2_1.0_224_quant.onnx"]
+        assert contract["input"]["shape"] == ["batch", 224, 224, 3] and contract["input"]["dtype"] == "uint8"
+        assert about["labels"] == [list(pair) for pair in local_model.labels]
+        assert ask(f"{server.base}/healthz")[:2] == (200, {"model": "mobilenet_v2_1.0_224_quant",
+                                                           "package_version": about["package_version"],
+                                                           "status": "ok"})
+        status, schema, _ = ask(f"{server.base}/openapi.json")
+        assert status == 200 and {"/v1/classify", "/v1/model", "/healthz"} <= set(schema["paths"])
+
+    def test_the_docs_curl_lines_get_the_answers_they_promise(self, server, fixtures, tmp_path):
+        lines = doc_curl_lines()
+        assert len(lines) == 5, lines
+        for name in ("elephant.jpg", "cheetah.jpg"):
+            shutil.copy(fixtures / "images" / name, tmp_path / name)
+        answers = []
+        for line in lines:
+            command = shlex.split(line.replace("localhost:8000", f"127.0.0.1:{server.port}"))
+            done = subprocess.run([shutil.which("curl") or pytest.fail("curl is not installed"), "--fail-with-body",
+                                   "--silent", "--show-error", *command[1:]], cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=120)
+            assert done.returncode == 0, (line, done.stdout, done.stderr)
+            answers.append(json.loads(done.stdout))
+        elephant, cheetah, both, about, health = answers
+        assert elephant["predictions"][0]["label"] == "African elephant" and len(elephant["predictions"]) == 5
+        assert [p["label"] for p in cheetah["predictions"]][:1] == ["cheetah"] and len(cheetah["predictions"]) == 3
+        assert [(r["filename"], [p["label"] for p in r["predictions"]]) for r in both["results"]] == [
+            ("elephant.jpg", ["African elephant"]), ("cheetah.jpg", ["cheetah"])]
+        assert about["config"]["variant"] == "mobilenet_v2_1.0_224_quant"
+        assert health["status"] == "ok"
 
 
 def test_sigterm_answers_the_requests_in_flight_then_stops_every_ray_process(photos):
