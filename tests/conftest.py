@@ -46,6 +46,16 @@ WITHOUT_TENSORFLOW = (
 PRINTED = "printed"
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # optional: pytest-xdist may be off (-p no:xdist)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker more than the cores this process may run on. On 2 cores, two workers
+    left 7.8 % of the CPU idle while tests waited on servers, Ray and child processes (567 s); three
+    left 1.3 % (547 s, the same code, 2026-12-07). PYTEST_XDIST_AUTO_NUM_WORKERS still wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_collection_finish(session):
     """With --dist loadgroup, refuse to run where pytest-xdist cannot group (its group rides on the
     node id): tests of one `xdist_group` share a set-up, or must not run beside each other."""
