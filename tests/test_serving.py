@@ -243,12 +243,14 @@ class TestOneServer:
 
 
 def test_sigterm_answers_the_requests_in_flight_then_stops_every_ray_process(photos):
-    running = Server("--batch-wait-ms", "200", "--max-batch-size", "64")
+    running = Server("--batch-wait-ms", "2000", "--max-batch-size", "64")
     started_below = descendants(running.process.pid)
     assert any("raylet" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace") for p in started_below)
     with ThreadPoolExecutor(12) as pool:
         in_flight = [pool.submit(ask, f"{running.base}/v1/classify", photos[i % len(photos)]) for i in range(12)]
-        time.sleep(0.1)  # sent, waiting out the 200 ms batch window
+        # Stopped in the middle of the 2 s batch window: a second for the requests to reach the server
+        # (0.1 s was not always enough with every core busy: one came after the stop and got a 404).
+        time.sleep(1.0)
         stopping = time.time()
         running.process.send_signal(signal.SIGTERM)
         answers = [future.result() for future in in_flight]
