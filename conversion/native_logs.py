@@ -42,22 +42,30 @@ def native_logs_filtered():
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    pump = threading.Thread(target=_forward, args=(read_end, original), name="native-log-filter", daemon=True)
+    # The pipe ends when every process holding it has closed it, and child processes started in the
+    # block hold it too (multiprocessing's fork server and resource tracker live as long as this
+    # process). So the block ends at a marker, this process's last write into the pipe: once the pump
+    # has read it, it has forwarded everything written before it.
+    marker, forwarded = b"\0end of block " + os.urandom(8).hex().encode() + b"\0", threading.Event()
+    pump = threading.Thread(target=_forward, args=(read_end, original, marker, forwarded), name="native-log-filter",
+                            daemon=True)
     pump.start()
     try:
         yield
     finally:
         try:
             sys.stderr.flush()
+            os.write(2, marker)
         except (OSError, ValueError):
             pass
-        os.dup2(original, 2)  # closes our write end of the pipe: the pump sees end of file...
-        pump.join(timeout=5)  # ...unless a child process still holds one: then the pump is left to it,
-        if not pump.is_alive():  # with the descriptor it forwards to (closing it could hand its number
-            os.close(original)  # to another file, which the pump would then write into)
+        os.dup2(original, 2)  # closes our write end of the pipe: the end, unless a child process holds it
+        forwarded.wait(timeout=5)
+        pump.join(timeout=0.1)  # the end comes at once where no child holds the pipe...
+        if not pump.is_alive():  # ...else the pump goes on forwarding the children's lines, to a
+            os.close(original)  # descriptor left open (closing it could hand its number to another file)
 
 
-def _forward(read_end: int, destination: int) -> None:
+def _forward(read_end: int, destination: int, marker: bytes, forwarded: threading.Event) -> None:
     pending = b""
     with os.fdopen(read_end, "rb", buffering=0) as source:
         while True:
@@ -65,13 +73,21 @@ def _forward(read_end: int, destination: int) -> None:
             if not chunk:
                 break
             pending += chunk
+            at_marker = marker in pending
+            pending = pending.replace(marker, b"")
             # Forward whole lines, and "\r"-terminated progress updates, as soon as they are complete.
             parts = re.split(rb"(?<=[\n\r])", pending)
             pending = parts.pop()
+            if at_marker:  # the block's last, unfinished line too
+                parts.append(pending)
+                pending = b""
             for part in parts:
                 _emit(part, destination)
+            if at_marker:
+                forwarded.set()
     if pending:
         _emit(pending, destination)
+    forwarded.set()
 
 
 def _emit(part: bytes, destination: int) -> None:
