@@ -148,7 +148,7 @@ class IsolatedEngine(Engine):
 
     def run(self, path: Path, feeds: list) -> np.ndarray:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(1, mp_context=_child_processes())
         try:
             return self._pool.submit(self.compute, str(path), feeds).result()
         except BrokenProcessPool:
@@ -165,6 +165,17 @@ class IsolatedEngine(Engine):
 
     def __getstate__(self):  # what the child gets: the engine without its pool
         return {k: v for k, v in self.__dict__.items() if k != "_pool"}
+
+
+def _child_processes():
+    """How an isolated engine's process starts: forked from a fork server that has this module (numpy,
+    onnxruntime) loaded already, where the platform has fork servers: half the CPU time of a fresh
+    interpreter (spawn), which is the fallback. Each engine still gets a process of its own."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])  # read when the server starts: Python's default, and us
+    return context
 
 
 class OpenVino(IsolatedEngine):
