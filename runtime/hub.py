@@ -1,6 +1,7 @@
 """Artifacts from the Hugging Face Hub, through `huggingface_hub` (its cache, ETags, resumed
 downloads, and its retries of 408/429/5xx answers and network errors: five tries with growing
-pauses, as the package's own downloader does).
+pauses, as the package's own downloader does). A Hub whose host name does not resolve (no network)
+is not retried: the next source is tried at once.
 
 Read at each call, as the user's shell has them now: ``HF_ENDPOINT`` (another Hub, or a local
 stand-in), ``HF_HUB_CACHE`` / ``HF_HOME``, ``HF_HUB_OFFLINE``; ``ONNX_MOBILENETS_OFFLINE=1`` also
@@ -11,8 +12,10 @@ is used; one that does not match is removed from huggingface_hub's cache and rai
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from onnx_mobilenets import download
 from onnx_mobilenets.artifact import MANIFEST, ArtifactSpec, manifest_lookup, parse_manifest
@@ -60,6 +63,9 @@ def _download(address: HubAddress, filename: str) -> Path:
     )
 
     where = f"{address}/{filename}"
+    unreachable = None if is_offline() else _unresolvable(_endpoint() or HUB)
+    if unreachable:
+        raise DownloadError(f"{where} could not be downloaded: {unreachable}")
     try:
         return Path(hf_hub_download(address.repo_id, filename, revision=address.revision, endpoint=_endpoint(),
                                     cache_dir=_cache_dir(), local_files_only=is_offline()))
@@ -76,6 +82,25 @@ def _download(address: HubAddress, filename: str) -> Path:
         raise ModelNotFoundError(f"{address} has no file {filename}") from None
     except (HfHubHTTPError, OSError) as e:
         raise DownloadError(f"{where} could not be downloaded: {e}") from None
+
+
+HUB = "https://huggingface.co"  # huggingface_hub's endpoint unless HF_ENDPOINT names another
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _unresolvable(endpoint: str) -> Optional[str]:
+    """Why the Hub's host name does not resolve here (no network, as on a plane), or None. There
+    huggingface_hub tries five times over 23 s before it gives up, while the sources after the Hub
+    (a local conversion) wait. Behind a proxy the proxy resolves it: not checked."""
+    if any(os.environ.get(name) for name in _PROXIES):
+        return None
+    parts = urllib.parse.urlsplit(endpoint)
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+                           type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"{parts.hostname} does not resolve ({e})"
+    return None
 
 
 def _endpoint():

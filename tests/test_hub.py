@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,20 @@ def test_what_is_not_on_the_hub_names_every_source(hub, published, monkeypatch):
     assert model.path.read_bytes() == (published / f"{QUANT}.onnx").read_bytes() and len(hub.requests) == asked
     with pytest.raises(ModelNotFoundError, match="offline mode forbids"):
         OnnxMobileNet("mobilenet_v1_0.5_160_quant")
+
+
+def test_a_hub_whose_host_does_not_resolve_is_passed_over_at_once(monkeypatch):
+    """No network (the Hub's host name does not resolve): the Hub is a source tried and named, at
+    once; huggingface_hub alone retries that for 23 s while the next source waits."""
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid")  # .invalid never resolves (RFC 6761)
+    monkeypatch.setenv("ONNX_MOBILENETS_HUB_NAMESPACE", NAMESPACE)
+    monkeypatch.setattr(artifacts, "conversion_available", lambda: False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    started = time.monotonic()
+    with pytest.raises(ModelNotFoundError, match="hub.example.invalid does not resolve"):
+        OnnxMobileNet(QUANT)
+    assert time.monotonic() - started < 5
 
 
 def test_a_manifest_naming_another_file_is_refused(hub, published, tmp_path):
