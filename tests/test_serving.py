@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench.measure import photo_like_jpegs
-from conftest import require_module
+from conftest import ctrl_c_works, require_module
 from PIL import Image
 from serve_load import Server
 
@@ -125,8 +125,7 @@ def doc_curl_lines() -> list:
 
 class TestOneServer:
     """The tests that share one server. It stops when they end, before the tests that start a Ray
-    of their own: one Ray at a time on two cores, and the two-node test's `ray stop --force` stops
-    every Ray on the machine."""
+    of their own: one Ray at a time on two cores."""
 
     @pytest.fixture(scope="class")
     def server(self):
@@ -262,24 +261,37 @@ def test_sigterm_answers_the_requests_in_flight_then_stops_every_ray_process(pho
 
 
 @pytest.fixture()
-def two_node_cluster():
-    """A head and a second node, each with one CPU, started by `ray start` on this machine."""
+def two_node_cluster(tmp_path):
+    """A head and a second node, each with one CPU, started by `ray start --block` on this machine and
+    stopped the way they were started (not `ray stop`, which would stop every Ray here)."""
     ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
     port = free_port()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
+    common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
+    nodes = []
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={ray_dir}",
-                        *common], env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
-                       capture_output=True, timeout=180)
+        for name, arguments in (("head", ["--head", f"--port={port}", "--include-dashboard=false",
+                                          f"--temp-dir={ray_dir}"]),
+                                ("node", [f"--address=127.0.0.1:{port}"])):
+            log = tmp_path / f"{name}.log"
+            with log.open("w") as out:  # a file, not a pipe that would fill up while the node runs
+                nodes.append(subprocess.Popen([RAY, "start", *arguments, *common], stdout=out,
+                                              stderr=subprocess.STDOUT, env=env, preexec_fn=ctrl_c_works))
+            _wait_until_started(nodes[-1], log)
         yield f"127.0.0.1:{port}", env
     finally:
-        # SIGKILL at once; Ray's default grace period then waits 16 s for processes that, killed,
-        # stay zombies where nothing reaps them (a container's first process may not).
-        subprocess.run([RAY, "stop", "--force", "--grace-period=1"], env=env, capture_output=True, timeout=180)
+        for node in reversed(nodes):  # --block: each stops what it started, in a second or two
+            node.send_signal(signal.SIGINT)
+            node.wait(timeout=120)
         shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def _wait_until_started(node: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while "Ray runtime started" not in log.read_text():
+        assert node.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
 
 
 def test_two_replicas_on_a_two_node_cluster_both_answer(two_node_cluster, photos):
