@@ -1,7 +1,7 @@
 """Artifacts from the Hugging Face Hub, through `huggingface_hub` (its cache, ETags, resumed
 downloads, and its retries of 408/429/5xx answers and network errors: five tries with growing
 pauses, as the package's own downloader does). A Hub whose host name does not resolve (no network)
-is not retried: the next source is tried at once.
+is not retried: its cached copy is used, else the next source is tried at once.
 
 Read at each call, as the user's shell has them now: ``HF_ENDPOINT`` (another Hub, or a local
 stand-in), ``HF_HUB_CACHE`` / ``HF_HOME``, ``HF_HUB_OFFLINE``; ``ONNX_MOBILENETS_OFFLINE=1`` also
@@ -63,17 +63,15 @@ def _download(address: HubAddress, filename: str) -> Path:
     )
 
     where = f"{address}/{filename}"
-    unreachable = None if is_offline() else _unresolvable(_endpoint() or HUB)
-    if unreachable:
-        raise DownloadError(f"{where} could not be downloaded: {unreachable}")
+    unreachable = None if is_offline() else _unresolvable(_endpoint() or HUB)  # then: its cached copy, if any
     try:
         return Path(hf_hub_download(address.repo_id, filename, revision=address.revision, endpoint=_endpoint(),
-                                    cache_dir=_cache_dir(), local_files_only=is_offline()))
+                                    cache_dir=_cache_dir(), local_files_only=is_offline() or bool(unreachable)))
     except LocalEntryNotFoundError as e:  # offline (or the Hub unreachable) and not in the cache
         if is_offline():
             raise ModelNotFoundError(f"{where} is not in huggingface_hub's cache, and offline mode forbids "
                                      "downloading it") from None
-        raise DownloadError(f"{where} could not be downloaded: {e.__cause__ or e}") from None
+        raise DownloadError(f"{where} could not be downloaded: {unreachable or e.__cause__ or e}") from None
     except RepositoryNotFoundError:
         raise ModelNotFoundError(f"the Hub has no repository {address.repo_id} (or it is private)") from None
     except RevisionNotFoundError:

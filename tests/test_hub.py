@@ -212,17 +212,19 @@ def test_what_is_not_on_the_hub_names_every_source(hub, published, monkeypatch):
         OnnxMobileNet("mobilenet_v1_0.5_160_quant")
 
 
-def test_a_hub_whose_host_does_not_resolve_is_passed_over_at_once(monkeypatch):
-    """No network (the Hub's host name does not resolve): the Hub is a source tried and named, at
-    once; huggingface_hub alone retries that for 23 s while the next source waits."""
+def test_a_hub_whose_host_does_not_resolve_is_passed_over_at_once(hub, published, monkeypatch):
+    """No network (the Hub's host name does not resolve): what huggingface_hub has cached is used,
+    and a name it has not is a source tried and named, at once (huggingface_hub alone retries the
+    lookup for 23 s while the next source waits)."""
+    address = f"hf://{NAMESPACE}/{QUANT}"
+    downloaded = OnnxMobileNet(address).path
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid")  # .invalid never resolves (RFC 6761)
-    monkeypatch.setenv("ONNX_MOBILENETS_HUB_NAMESPACE", NAMESPACE)
-    monkeypatch.setattr(artifacts, "conversion_available", lambda: False)
     for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(proxy, raising=False)
+    assert OnnxMobileNet(address).path == downloaded
     started = time.monotonic()
     with pytest.raises(ModelNotFoundError, match="hub.example.invalid does not resolve"):
-        OnnxMobileNet(QUANT)
+        OnnxMobileNet("mobilenet_v2_0.35_96_quant")
     assert time.monotonic() - started < 5
 
 
