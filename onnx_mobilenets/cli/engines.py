@@ -170,7 +170,8 @@ class IsolatedEngine(Engine):
 def _child_processes():
     """How an isolated engine's process starts: forked from a fork server that has this module (numpy,
     onnxruntime) loaded already, where the platform has fork servers: half the CPU time of a fresh
-    interpreter (spawn), which is the fallback. Each engine still gets a process of its own."""
+    interpreter (spawn), which is the fallback. Each engine still gets a process of its own, in this
+    process's working folder; its environment variables are those of when the server started."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
