@@ -283,7 +283,10 @@ def two_node_cluster(tmp_path):
     finally:
         for node in reversed(nodes):  # --block: each stops what it started, in a second or two
             node.send_signal(signal.SIGINT)
-            node.wait(timeout=120)
+            try:
+                node.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # the next one is still stopped
+                node.kill()
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 
