@@ -59,10 +59,8 @@ def native_logs_filtered():
         except (OSError, ValueError):
             pass
         os.dup2(original, 2)  # closes our write end of the pipe: the end, unless a child process holds it
+        # The pump owns `original` from here: it forwards what children still write, then closes it.
         forwarded.wait(timeout=5)
-        pump.join(timeout=0.1)  # the end comes at once where no child holds the pipe...
-        if not pump.is_alive():  # ...else the pump goes on forwarding the children's lines, to a
-            os.close(original)  # descriptor left open (closing it could hand its number to another file)
 
 
 def _forward(read_end: int, destination: int, marker: bytes, forwarded: threading.Event) -> None:
@@ -88,6 +86,7 @@ def _forward(read_end: int, destination: int, marker: bytes, forwarded: threadin
     if pending:
         _emit(pending, destination)
     forwarded.set()
+    os.close(destination)  # the end of the pipe comes after the block's end: nothing writes to it any more
 
 
 def _emit(part: bytes, destination: int) -> None:

@@ -10,6 +10,15 @@ CODE = """
 import os, subprocess, sys, time
 from onnx_mobilenets.conversion.native_logs import native_logs_filtered
 
+descriptors = sorted(os.listdir("/proc/self/fd"))
+with native_logs_filtered():
+    os.write(2, b"")
+for _ in range(200):  # the filter's descriptors close as it ends
+    if sorted(os.listdir("/proc/self/fd")) == descriptors:
+        break
+    time.sleep(0.01)
+print(sorted(os.listdir("/proc/self/fd")) == descriptors)
+
 with native_logs_filtered():
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # inherits descriptor 2
     os.write(2, b"I0000 00:00:1796646898.326239   28005 cudart_stub.cc:31] Could not find cuda drivers\\n")
@@ -28,6 +37,7 @@ def test_native_lines_are_dropped_the_rest_kept_and_the_block_ends_with_its_own_
     done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "a line of ours\nand Python's own\nan unfinished one -- after the block\n", done.stderr
-    seconds, holder_status = done.stdout.split()
+    closed, seconds, holder_status = done.stdout.split()
+    assert closed == "True"  # a block leaves no descriptor open
     assert holder_status == "None"  # the child still held the pipe when the block ended...
     assert float(seconds) < 2.5  # ...and the block did not wait for it (it gave up after 5 s before)
