@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -53,7 +54,7 @@ def is_offline() -> bool:
 
 
 def _download(address: HubAddress, filename: str) -> Path:
-    from huggingface_hub import hf_hub_download  # here: the runtime's import stays light
+    from huggingface_hub import constants, hf_hub_download  # here: the runtime's import stays light
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -63,7 +64,8 @@ def _download(address: HubAddress, filename: str) -> Path:
     )
 
     where = f"{address}/{filename}"
-    unreachable = None if is_offline() else _unresolvable(_endpoint() or HUB)  # then: its cached copy, if any
+    # Where huggingface_hub will ask; if its host does not resolve, its cached copy only, if any.
+    unreachable = None if is_offline() else _unresolvable(_endpoint() or constants.ENDPOINT)
     try:
         return Path(hf_hub_download(address.repo_id, filename, revision=address.revision, endpoint=_endpoint(),
                                     cache_dir=_cache_dir(), local_files_only=is_offline() or bool(unreachable)))
@@ -82,15 +84,11 @@ def _download(address: HubAddress, filename: str) -> Path:
         raise DownloadError(f"{where} could not be downloaded: {e}") from None
 
 
-HUB = "https://huggingface.co"  # huggingface_hub's endpoint unless HF_ENDPOINT names another
-_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-
-
 def _unresolvable(endpoint: str) -> Optional[str]:
     """Why the Hub's host name does not resolve here (no network, as on a plane), or None. There
     huggingface_hub tries five times over 23 s before it gives up, while the sources after the Hub
     (a local conversion) wait. Behind a proxy the proxy resolves it: not checked."""
-    if any(os.environ.get(name) for name in _PROXIES):
+    if urllib.request.getproxies():  # HTTPS_PROXY and the like, as the environment names them
         return None
     parts = urllib.parse.urlsplit(endpoint)
     try:

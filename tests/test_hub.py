@@ -219,8 +219,8 @@ def test_a_hub_whose_host_does_not_resolve_is_passed_over_at_once(hub, published
     address = f"hf://{NAMESPACE}/{QUANT}"
     downloaded = OnnxMobileNet(address).path
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid")  # .invalid never resolves (RFC 6761)
-    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(proxy, raising=False)
+    for proxy in [name for name in os.environ if name.lower().endswith("_proxy")]:  # no proxy to ask either
+        monkeypatch.delenv(proxy)
     assert OnnxMobileNet(address).path == downloaded
     started = time.monotonic()
     with pytest.raises(ModelNotFoundError, match="hub.example.invalid does not resolve"):
