@@ -118,7 +118,7 @@ def test_predictions_for_every_input_kind_without_tensorflow(quant_artifacts, fi
         "from onnx_mobilenets import OnnxMobileNet\n"
         "folder, images = Path(sys.argv[1]), Path(sys.argv[2])\n"
         "results = {}\n"
-        "for name in sys.argv[3:]:\n"
+        "for name in sys.argv[4:]:\n"
         "    model = OnnxMobileNet(folder / f'{name}.onnx', providers='cpu')\n"
         "    for image in ('elephant.jpg', 'cheetah.jpg'):\n"
         "        path = images / image\n"
@@ -241,12 +241,14 @@ def test_int8_view_is_the_same_network(quant_artifacts):
 
 
 QEMU = shutil.which("qemu-x86_64")
+INT8_SHOWN_ON = "mobilenet_v1_0.25_128_quant"  # the fixture whose int8-weight run is computed and judged
 
 
 def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite_models):
     """Under qemu-x86_64 -cpu Haswell (AVX2, no VNNI): the runtime sees no VNNI, keeps the uint8
     weights, and OnnxMobileNet agrees with TFLite on both fixtures; int8 weights there would not
-    (the emulated CPU really saturates, so this test can tell the two apart)."""
+    (the emulated CPU really saturates, so this test can tell the two apart; shown on V1 0.25
+    alone: V2 1.0's int8 run took 6.5 of the emulation's 22 CPU-s, 2026-12-07)."""
     require(QEMU is not None, "qemu-x86_64 (Debian's qemu-user; .ci/run installs it)")
     code = (
         "import json, sys\n"
@@ -259,33 +261,35 @@ def test_exact_on_an_emulated_cpu_without_vnni(quant_artifacts, fixtures, tflite
         "from onnx_mobilenets.model_bytes import cpu_has_vnni, with_int8_weights\n"
         "from numpy._core._multiarray_umath import __cpu_features__ as cpu\n"
         "out = {'cpu': {k: bool(cpu.get(k)) for k in ('AVX2', 'AVX512F', 'AVX512VNNI')}, 'vnni': cpu_has_vnni()}\n"
-        "for name in sys.argv[3:]:\n"
+        "for name in sys.argv[4:]:\n"
         "    path = Path(sys.argv[1]) / f'{name}.onnx'\n"
         "    model = OnnxMobileNet(path, providers='cpu')\n"
         "    photos = model.preprocess([Path(sys.argv[2]) / i for i in ('elephant.jpg', 'cheetah.jpg')])\n"
         "    pixels = np.concatenate([parity_pixels(model.input_size), photos])\n"
         "    data = path.read_bytes()\n"
-        "    int8 = ort.InferenceSession(with_int8_weights(data, read_record(data).quantization.int8_view))\n"
-        "    out[name] = {'pixels': pixels.tolist(), 'probabilities': model.run(pixels).tolist(),\n"
-        "                 'int8_probabilities': int8.run(None, {'images': pixels})[0].tolist()}\n"
+        "    out[name] = {'pixels': pixels.tolist(), 'probabilities': model.run(pixels).tolist()}\n"
+        "    if name == sys.argv[3]:\n"
+        "        int8 = ort.InferenceSession(with_int8_weights(data, read_record(data).quantization.int8_view))\n"
+        "        out[name]['int8_probabilities'] = int8.run(None, {'images': pixels})[0].tolist()\n"
         "print(json.dumps(out))\n"
     )
     result = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code, str(quant_artifacts),
-                             str(fixtures / "images"), *QUANT_FIXTURES], capture_output=True, text=True, timeout=1200)
+                             str(fixtures / "images"), INT8_SHOWN_ON, *QUANT_FIXTURES], capture_output=True, text=True,
+                            timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout)
     assert runs.pop("cpu") == {"AVX2": True, "AVX512F": False, "AVX512VNNI": False}  # really an AVX2-only CPU
     assert runs.pop("vnni") is False
-    int8_agrees = {}
+    assert set(runs) == set(QUANT_FIXTURES)
     for name, run in runs.items():
         pixels = np.asarray(run["pixels"], np.uint8)
         reference = quantized.tflite_logits(tflite_models[name], pixels)[:, 1:].astype(int)
         quantization = read_record(quant_artifacts / f"{name}.onnx").quantization
         ours = quantization.quantized_logits(np.asarray(run["probabilities"]), "probabilities", reference)
         assert check_quantized(reference, ours).passed, name
-        int8 = quantization.quantized_logits(np.asarray(run["int8_probabilities"]), "probabilities", reference)
-        int8_agrees[name] = check_quantized(reference, int8).passed
-    assert int8_agrees["mobilenet_v1_0.25_128_quant"] is False, int8_agrees
+        if name == INT8_SHOWN_ON:
+            int8 = quantization.quantized_logits(np.asarray(run["int8_probabilities"]), "probabilities", reference)
+            assert check_quantized(reference, int8).passed is False
 
 
 def _perturb_weight(proto):
