@@ -110,7 +110,7 @@ def run(args) -> int:
         work.mkdir(parents=True, exist_ok=True)
         os.environ["ONNX_MOBILENETS_HOME"] = str(work)  # the start-up test finds the artifacts as cached
         print(f"measuring the float32 matmul rate on {args.threads} threads...", flush=True)
-        peak = matmul_gflops(args.threads)
+        peak = matmul_gflops(args.rounds, args.round_seconds)
         report = {"machine": machine_info(args.threads), "matmul_gflops": peak, "variants": []}
         for name in names:
             print(f"{name}:", flush=True)

@@ -79,12 +79,13 @@ def summarize(rounds) -> dict:
             "p90_ms": float(np.percentile(t, 90)), "calls": int(len(t))}
 
 
-def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
-    """Measured float32 matrix-multiply rate on these cores (NumPy's BLAS), in GFLOP/s."""
+def matmul_gflops(rounds: int, round_seconds: float) -> float:
+    """Measured float32 matrix-multiply rate on these cores (NumPy's BLAS, its threads set by the
+    environment), in GFLOP/s: timed like one contender, `rounds` of `round_seconds`."""
     n = 1024
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
-    rounds = measure_alternating([{"matmul": lambda: a @ b}], rounds=3, round_seconds=seconds / 3)["matmul"]
+    rounds = measure_alternating([{"matmul": lambda: a @ b}], rounds, round_seconds)["matmul"]
     return 2 * n ** 3 / float(np.median(np.concatenate(rounds))) / 1e9
 
 
