@@ -85,8 +85,8 @@ def matmul_gflops(rounds: int, round_seconds: float) -> float:
     n = 1024
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
-    rounds = measure_alternating([{"matmul": lambda: a @ b}], rounds, round_seconds)["matmul"]
-    return 2 * n ** 3 / float(np.median(np.concatenate(rounds))) / 1e9
+    samples = measure_alternating([{"matmul": lambda: a @ b}], rounds, round_seconds)["matmul"]
+    return 2 * n ** 3 / float(np.median(np.concatenate(samples))) / 1e9
 
 
 def cpu_name() -> str:
