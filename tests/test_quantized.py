@@ -118,7 +118,7 @@ def test_predictions_for_every_input_kind_without_tensorflow(quant_artifacts, fi
         "from onnx_mobilenets import OnnxMobileNet\n"
         "folder, images = Path(sys.argv[1]), Path(sys.argv[2])\n"
         "results = {}\n"
-        "for name in sys.argv[4:]:\n"
+        "for name in sys.argv[3:]:\n"
         "    model = OnnxMobileNet(folder / f'{name}.onnx', providers='cpu')\n"
         "    for image in ('elephant.jpg', 'cheetah.jpg'):\n"
         "        path = images / image\n"
@@ -133,6 +133,7 @@ def test_predictions_for_every_input_kind_without_tensorflow(quant_artifacts, fi
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["heavy"] == []
+    assert set(report["results"]) == {f"{name}/{image}" for name in QUANT_FIXTURES for image in IMAGES}
     for key, kinds in report["results"].items():
         name, image = key.split("/")
         for kind, probabilities in kinds.items():
